@@ -1,0 +1,195 @@
+"""SmolTolk model configuration.
+
+A `SmolTolkConfig` is the backbone's `LlamaConfig` (all fields keep their meaning, `vocab_size` stays the
+text vocabulary size) plus the speech additions of the paper: input/output speech adapters, dynamic
+multi-level layer pooling, the speech input residual and the selector entropy regulariser.
+
+Joint id layout (one `input_ids` space for text and speech), with `V = vocab_size`, `N = num_speech_units`:
+
+| ids                    | meaning                                               |
+|------------------------|-------------------------------------------------------|
+| `[0, V)`               | text tokens of the backbone tokenizer                 |
+| `V`, `V + 1`           | modality markers `<|text|>` and `<|speech|>`          |
+| `[V + 2, V + 2 + N)`   | speech units                                          |
+| `V + 2 + N`            | speech end-of-utterance (also used as speech BOS)     |
+| `V + 3 + N`            | speech pad                                            |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import LlamaConfig
+
+# Backbone sizes of paper Table 4 (SmolLM family). `bos`/`eos` are the SmolLM tokenizer's `<|endoftext|>`.
+_SMOLLM_BACKBONES: dict[str, dict[str, Any]] = {
+    "135m": dict(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576, intermediate_size=1536),
+    "360m": dict(num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5, hidden_size=960, intermediate_size=2560),
+    "1.7b": dict(num_hidden_layers=24, num_attention_heads=32, num_key_value_heads=32, hidden_size=2048, intermediate_size=8192),
+}
+_SMOLLM_SHARED: dict[str, Any] = dict(
+    vocab_size=49152,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+    bos_token_id=0,
+    eos_token_id=0,
+    hidden_act="silu",
+)
+_BASELINE_SWITCHES: dict[str, Any] = dict(
+    num_input_adapter_layers=0,
+    num_output_adapter_layers=0,
+    use_layer_pooling=False,
+    use_dynamic_pooling=False,
+    use_speech_residual=False,
+    entropy_beta=0.0,
+)
+# Paper section 4.1: RoPE base raised from 10,000 to 100,000; beta = 0.01 for the two larger models.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoltolk-150m": dict(backbone="135m", rope_theta=100_000.0, entropy_beta=0.0),
+    "smoltolk-400m": dict(backbone="360m", rope_theta=100_000.0, entropy_beta=0.01),
+    "smoltolk-2b": dict(backbone="1.7b", rope_theta=100_000.0, entropy_beta=0.01),
+    "baseline-135m": dict(backbone="135m", rope_theta=100_000.0, **_BASELINE_SWITCHES),
+    "baseline-360m": dict(backbone="360m", rope_theta=100_000.0, **_BASELINE_SWITCHES),
+    "baseline-1.7b": dict(backbone="1.7b", rope_theta=100_000.0, **_BASELINE_SWITCHES),
+}
+
+
+@strict
+class SmolTolkConfig(LlamaConfig):
+    r"""
+    Configuration of a SmolTolk text-speech language model: a Llama-architecture text LM (the backbone) extended
+    with a speech-unit vocabulary, speech adapters and dynamic layer pooling.
+
+    All [`LlamaConfig`] fields describe the backbone and keep their meaning (`vocab_size` is the text vocabulary).
+
+    Args:
+        num_speech_units (`int`, defaults to 500):
+            Size of the speech-unit codebook (HuBERT k-means units).
+        num_input_adapter_layers (`int`, defaults to 2):
+            Decoder layers composing each contiguous speech span before the backbone (0 disables the adapter).
+        num_output_adapter_layers (`int`, defaults to 2):
+            Decoder layers refining the pooled representation before the speech head (0 disables the adapter).
+        use_layer_pooling (`bool`, defaults to `True`):
+            Pool all backbone layers for the speech head; if `False` the speech head reads the last layer only.
+        use_dynamic_pooling (`bool`, defaults to `True`):
+            Input-dependent layer weights from the selector `S`; if `False` only the static weights `phi` are used.
+        use_speech_residual (`bool`, defaults to `True`):
+            Add the raw input embedding to the pooled representation (paper Eq. 5).
+        entropy_beta (`float`, defaults to 0.0):
+            Weight of the selector entropy bonus (paper Eq. 6): `loss -= entropy_beta * mean_entropy(omega)`.
+
+    The joint id layout is exposed through read-only properties: `text_marker_id`, `speech_marker_id`,
+    `speech_token_offset`, `speech_eos_id`, `speech_pad_id`, `joint_vocab_size`.
+    """
+
+    model_type = "smoltolk"
+
+    num_speech_units: int = 500
+    num_input_adapter_layers: int = 2
+    num_output_adapter_layers: int = 2
+    use_layer_pooling: bool = True
+    use_dynamic_pooling: bool = True
+    use_speech_residual: bool = True
+    entropy_beta: float = 0.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.num_speech_units < 1:
+            raise ValueError(f"num_speech_units must be >= 1, got {self.num_speech_units}.")
+        for name in ("num_input_adapter_layers", "num_output_adapter_layers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 disables the adapter), got {getattr(self, name)}.")
+        if self.use_dynamic_pooling and not self.use_layer_pooling:
+            raise ValueError(
+                "use_dynamic_pooling=True needs use_layer_pooling=True: the selector weights the backbone layers. "
+                "For the 'no layer pooling' ablation set use_dynamic_pooling=False as well."
+            )
+        if self.entropy_beta < 0:
+            raise ValueError(
+                f"entropy_beta must be >= 0 (it weights an entropy bonus), got {self.entropy_beta}."
+            )
+        if self.entropy_beta > 0 and not self.use_dynamic_pooling:
+            raise ValueError(
+                "entropy_beta > 0 regularises the dynamic layer selector, which is off (use_dynamic_pooling=False). "
+                "Set entropy_beta=0.0 or enable dynamic pooling."
+            )
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"pad_token_id ({self.pad_token_id}) must be a text id in [0, vocab_size={self.vocab_size}): "
+                "padding is fed through the text path."
+            )
+
+    # ----- joint id layout -----------------------------------------------------------------------------------
+    @property
+    def text_marker_id(self) -> int:
+        """Id of `<|text|>`: the next token is text."""
+        return self.vocab_size
+
+    @property
+    def speech_marker_id(self) -> int:
+        """Id of `<|speech|>`: the next token is speech."""
+        return self.vocab_size + 1
+
+    @property
+    def speech_token_offset(self) -> int:
+        """Joint id of speech unit 0."""
+        return self.vocab_size + 2
+
+    @property
+    def speech_eos_id(self) -> int:
+        """Speech end-of-utterance (also speech BOS)."""
+        return self.speech_token_offset + self.num_speech_units
+
+    @property
+    def speech_pad_id(self) -> int:
+        """Speech pad: kept so the authors' 502-row speech tables convert losslessly; never a target."""
+        return self.speech_token_offset + self.num_speech_units + 1
+
+    @property
+    def speech_vocab_size(self) -> int:
+        """Rows of the tied speech embedding/unembedding matrix: units, eos and pad."""
+        return self.num_speech_units + 2
+
+    @property
+    def joint_vocab_size(self) -> int:
+        """Size of the joint id space (and of the last dimension of generation logits)."""
+        return self.speech_pad_id + 1
+
+    @property
+    def num_total_layers(self) -> int:
+        """Decoder layers in all: input adapter + backbone + output adapter (each needs its own KV-cache slot)."""
+        return self.num_input_adapter_layers + self.num_hidden_layers + self.num_output_adapter_layers
+
+    # ----- presets -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> "SmolTolkConfig":
+        """
+        Builds the configuration of a paper model: `"smoltolk-150m"`, `"smoltolk-400m"`, `"smoltolk-2b"` (SmolTolk on
+        the SmolLM-135M/360M/1.7B backbones of paper Table 4) or `"baseline-135m"`, `"baseline-360m"`,
+        `"baseline-1.7b"` (plain vocabulary expansion). Keyword arguments override any field.
+        """
+        if name not in PRESETS:
+            raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        preset = dict(PRESETS[name])
+        backbone = _SMOLLM_BACKBONES[preset.pop("backbone")]
+        rope_theta = preset.pop("rope_theta")
+        fields: dict[str, Any] = {
+            **_SMOLLM_SHARED,
+            **backbone,
+            "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta},
+            **preset,
+        }
+        fields.update(overrides)
+        return cls(**fields)
+
+
+def smollm_backbone_sizes(name: str) -> dict[str, Any]:
+    """Sizes of a SmolLM backbone (`"135m"`, `"360m"` or `"1.7b"`) as `LlamaConfig` fields, with no download."""
+    if name not in _SMOLLM_BACKBONES:
+        raise ValueError(f"Unknown SmolLM backbone {name!r}; known: {sorted(_SMOLLM_BACKBONES)}.")
+    return {**_SMOLLM_SHARED, **_SMOLLM_BACKBONES[name]}
+
+
+__all__ = ["SmolTolkConfig", "PRESETS", "smollm_backbone_sizes"]
