@@ -1,0 +1,548 @@
+"""PyTorch SmolTolk: a Llama text LM extended with speech units, speech adapters and dynamic layer pooling.
+
+Paper: "Text-Speech Language Models with Improved Cross-Modal Transfer by Aligning Abstraction Levels".
+
+Data flow for one sequence of joint ids (see `configuration_smoltolk.py` for the id layout):
+
+    ids --embed--> z ----------------------------------------------------------------+ (residual, Eq. 5)
+          z[speech spans] --input adapter (causal within each span)--> merged          |
+          merged --backbone layers 1..L--> c^(1..L) (last one after the final norm)    |
+          text:   lm_head(norm(h_L))                                                   |
+          speech: pool(c^(1..L)) (static phi + dynamic selector S, Eqs. 3-4) + z <----+
+                  --output adapter (causal over the whole sequence)--> speech unembedding (tied)
+
+Only relative imports of this package are used so that `save_pretrained` can ship this file as Hub remote code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.generation import GenerationMixin
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaDecoderLayer,
+    LlamaForCausalLM,
+    LlamaModel,
+    LlamaPreTrainedModel,
+)
+from transformers.utils import logging
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .configuration_smoltolk import SmolTolkConfig
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class SmolTolkModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`):
+        Text-path state: the backbone's last layer after the final norm (the text head reads it).
+    speech_hidden_state (`torch.FloatTensor` of shape `(batch_size, seq_len, hidden_size)`):
+        Speech-path state: pooled layers (+ residual) after the output adapter (the speech head reads it).
+    layer_weights (`torch.FloatTensor` of shape `(batch_size, seq_len, num_hidden_layers)`, *optional*):
+        Dynamic layer weights `omega` of the selector (None without dynamic pooling).
+    """
+
+    speech_hidden_state: torch.FloatTensor | None = None
+    layer_weights: torch.FloatTensor | None = None
+
+
+@dataclass
+class SmolTolkCausalLMOutputWithPast(CausalLMOutputWithPast):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        `(text CE sum + speech CE sum) / scored targets - entropy_beta * layer_weights_entropy`.
+    logits (`torch.FloatTensor` of shape `(batch_size, kept_positions, joint_vocab_size)`, *optional*):
+        Joint-vocabulary logits; ids of the modality that cannot come next (and markers, speech pad) are `-inf`.
+        Not computed when `labels` is given (training never materialises joint logits).
+    text_loss / speech_loss (`torch.FloatTensor`, *optional*):
+        Mean cross-entropy over the text / speech targets of the batch (NaN-free: 0 when there are none).
+    layer_weights_entropy (`torch.FloatTensor`, *optional*):
+        Mean entropy of the dynamic layer weights over non-padding positions.
+    num_text_targets / num_speech_targets (`torch.LongTensor`, *optional*):
+        Number of scored targets of each modality.
+    layer_weights (`torch.FloatTensor` of shape `(batch_size, seq_len, num_hidden_layers)`, *optional*):
+        Dynamic layer weights `omega`, returned with `output_layer_weights=True`.
+    """
+
+    text_loss: torch.FloatTensor | None = None
+    speech_loss: torch.FloatTensor | None = None
+    layer_weights_entropy: torch.FloatTensor | None = None
+    num_text_targets: torch.LongTensor | None = None
+    num_speech_targets: torch.LongTensor | None = None
+    layer_weights: torch.FloatTensor | None = None
+
+
+class SmolTolkLayerPooling(nn.Module):
+    """
+    Softmax-weighted average of the backbone layer outputs (paper Eqs. 3-4): static weights `phi` give `c'`; the
+    selector `S` (a linear layer `d -> L`) reads `c'` and gives input-dependent weights `omega` for the final average.
+    """
+
+    def __init__(self, config: SmolTolkConfig):
+        super().__init__()
+        self.static_weights = nn.Parameter(torch.zeros(config.num_hidden_layers))  # phi, init 0.01 * randn
+        self.selector = (
+            nn.Linear(config.hidden_size, config.num_hidden_layers, bias=True) if config.use_dynamic_pooling else None
+        )
+
+    def forward(self, layer_states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        stacked = torch.stack(layer_states, dim=-2)  # (batch, seq, L, d)
+        phi = self.static_weights.float().softmax(-1).to(stacked.dtype)  # (L,)
+        static_pooled = torch.einsum("btld,l->btd", stacked, phi)  # c'
+        if self.selector is None:
+            return static_pooled, None
+        omega = self.selector(static_pooled).float().softmax(-1)  # (batch, seq, L)
+        pooled = torch.einsum("btld,btl->btd", stacked, omega.to(stacked.dtype))  # c-bar
+        return pooled, omega
+
+
+class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
+    config: SmolTolkConfig
+    config_class = SmolTolkConfig
+    # Hidden states and attentions are recorded for the backbone layers only (not the adapters).
+    _can_record_outputs = {
+        "hidden_states": OutputRecorder(LlamaDecoderLayer, layer_name="layers"),
+        "attentions": OutputRecorder(LlamaAttention, index=1, layer_name="layers"),
+    }
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, SmolTolkLayerPooling):
+            init.normal_(module.static_weights, mean=0.0, std=0.01)
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any):
+        """
+        Same as [`PreTrainedModel.from_pretrained`], but a checkpoint that lacks any weight of the model (adapters,
+        pooling, speech table, ...) raises instead of leaving those weights randomly initialised.
+        """
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys", []))
+        if missing:
+            shown = ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else "")
+            raise ValueError(
+                f"The checkpoint lacks {len(missing)} weight(s) of {cls.__name__}: {shown}. They would be randomly "
+                "initialised. Check that the folder was saved from a model with the same configuration "
+                "(adapter depths, pooling switches); to build a new SmolTolk from a text LM use "
+                "`SmolTolkForCausalLM.from_text_model`."
+            )
+        return (model, info) if wants_info else model
+
+
+def _span_starts(is_speech: torch.Tensor, past_length: int, carried_start: torch.Tensor | None) -> torch.Tensor:
+    """
+    For each position, the absolute index where the input adapter's attention window begins: the start of the
+    contiguous speech span it belongs to, or the position itself for non-speech positions.
+
+    Args:
+        is_speech: `(batch, seq)` bool, speech ids of the current chunk.
+        past_length: number of cached positions before the chunk.
+        carried_start: `(batch,)` start of the speech span the cached prefix ends in (only read where the chunk
+            starts with speech and has no break before).
+    """
+    positions = torch.arange(is_speech.shape[1], device=is_speech.device) + past_length  # (seq,)
+    breaks = torch.where(is_speech, torch.full_like(is_speech, -1, dtype=torch.long), positions)  # (batch, seq)
+    last_break = breaks.cummax(dim=1).values  # last non-speech position at or before each position
+    if carried_start is None:
+        carried_start = torch.full((is_speech.shape[0],), past_length, device=is_speech.device, dtype=torch.long)
+    starts = torch.where(last_break >= 0, last_break + 1, carried_start.to(is_speech.device)[:, None])
+    return torch.where(is_speech, starts, positions.expand_as(starts))
+
+
+def trailing_speech_span_start(input_ids: torch.Tensor, speech_token_offset: int) -> torch.Tensor:
+    """`(batch,)` index where the speech span that `input_ids` ends in began (= length if it ends in non-speech)."""
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    breaks = torch.where(input_ids < speech_token_offset, positions, -1)
+    return breaks.max(dim=1).values + 1 if input_ids.shape[1] else breaks.new_zeros(input_ids.shape[0])
+
+
+class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
+    """
+    The SmolTolk trunk: joint embeddings, input speech adapter, the Llama backbone (module names unchanged, so a
+    SmolLM checkpoint loads key for key), layer pooling with the speech residual, and the output speech adapter.
+    Returns both the text-path state (`last_hidden_state`) and the speech-path state (`speech_hidden_state`).
+    """
+
+    def __init__(self, config: SmolTolkConfig):
+        super().__init__(config)
+        d, num_layers = config.hidden_size, config.num_hidden_layers
+        self.marker_embed = nn.Embedding(2, d)  # <|text|>, <|speech|>: text-side inputs, never targets
+        self.speech_embed_tokens = nn.Embedding(config.speech_vocab_size, d)  # units, eos, pad; tied speech head
+        # Adapter layers get cache slots after the backbone's: backbone layer l keeps layer_idx l.
+        self.input_adapter = nn.ModuleList(
+            [LlamaDecoderLayer(config, num_layers + i) for i in range(config.num_input_adapter_layers)]
+        )
+        self.layer_pooling = SmolTolkLayerPooling(config) if config.use_layer_pooling else None
+        first_out_idx = num_layers + config.num_input_adapter_layers
+        self.output_adapter = nn.ModuleList(
+            [LlamaDecoderLayer(config, first_out_idx + i) for i in range(config.num_output_adapter_layers)]
+        )
+        # LlamaModel.__init__ ran post_init before the modules above existed.
+        self.post_init()
+
+    def embed(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """Joint embedding `z`: text table for text ids, marker table for markers, speech table for speech ids."""
+        cfg = self.config
+        text = self.embed_tokens(input_ids.clamp(max=cfg.vocab_size - 1))
+        markers = self.marker_embed((input_ids - cfg.text_marker_id).clamp(0, 1))
+        speech = self.speech_embed_tokens((input_ids - cfg.speech_token_offset).clamp(min=0))
+        is_marker = ((input_ids == cfg.text_marker_id) | (input_ids == cfg.speech_marker_id))[..., None]
+        is_speech = (input_ids >= cfg.speech_token_offset)[..., None]
+        return torch.where(is_speech, speech, torch.where(is_marker, markers, text))
+
+    def _check_inputs(self, input_ids: torch.LongTensor, past_length: int) -> None:
+        cfg = self.config
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= cfg.joint_vocab_size:
+            raise ValueError(
+                f"input_ids must lie in [0, {cfg.joint_vocab_size}) (text [0, {cfg.vocab_size}), markers "
+                f"{cfg.text_marker_id}/{cfg.speech_marker_id}, speech [{cfg.speech_token_offset}, "
+                f"{cfg.speech_pad_id}]); got values in [{low}, {high}]. Build ids with SmolTolkProcessor."
+            )
+        total = past_length + input_ids.shape[1]
+        if total > cfg.max_position_embeddings:
+            raise ValueError(
+                f"Sequence length {total} exceeds max_position_embeddings={cfg.max_position_embeddings}. "
+                "Truncate the input (or crop the cache), or raise max_position_embeddings in the config."
+            )
+
+    def _ensure_cache_slots(self, cache: Cache) -> None:
+        """`generate()` sizes its cache for the backbone only; give the adapter layers slots of their own."""
+        needed = self.config.num_total_layers
+        if len(cache.layers) >= needed or cache.layer_class_to_replicate is not None:
+            return
+        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+            raise ValueError(
+                f"SmolTolk needs {needed} cache slots (backbone + adapters) but got a "
+                f"{type(cache).__name__} with {len(cache.layers)} fixed layers; use a DynamicCache."
+            )
+        cache.layers.extend(DynamicLayer() for _ in range(needed - len(cache.layers)))
+
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        speech_span_start: torch.LongTensor | None = None,
+        **kwargs: Any,
+    ) -> SmolTolkModelOutputWithPast:
+        r"""
+        speech_span_start (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            With a non-empty cache only: index at which the speech span the cached prefix ends in began. Needed when
+            the new ids continue a speech span; `generate()` fills it in from the full ids.
+        """
+        if input_ids is None or inputs_embeds is not None:
+            raise ValueError(
+                "SmolTolk needs `input_ids` (and no `inputs_embeds`): the modality of each position is read from its id."
+            )
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        if past_key_values is not None:
+            self._ensure_cache_slots(past_key_values)
+        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        self._check_inputs(input_ids, past_length)
+
+        is_speech = input_ids >= self.config.speech_token_offset  # (batch, seq)
+        if past_length > 0 and speech_span_start is None and bool(is_speech[:, 0].any()):
+            raise ValueError(
+                "The ids continue a speech span of the cached prefix: pass `speech_span_start` (see "
+                "`trailing_speech_span_start`) or use `generate()`, which does it for you."
+            )
+
+        z = self.embed(input_ids)  # (batch, seq, d)
+        if position_ids is None:
+            position_ids = (torch.arange(input_ids.shape[1], device=z.device) + past_length).unsqueeze(0)
+        position_embeddings = self.rotary_emb(z, position_ids=position_ids)
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=z,
+            attention_mask=attention_mask,
+            past_key_values=past_key_values,
+            position_ids=position_ids,
+        )
+        layer_kwargs = dict(
+            position_embeddings=position_embeddings,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+        # 1. Input adapter: causal attention restricted to each contiguous speech span.
+        hidden_states = z
+        if len(self.input_adapter) > 0:
+            starts = _span_starts(is_speech, past_length, speech_span_start)  # (batch, seq), absolute indices
+
+            def within_speech_span(batch_idx, head_idx, q_idx, kv_idx):
+                return kv_idx >= starts[batch_idx, q_idx - past_length]
+
+            span_mask = create_causal_mask(
+                config=self.config,
+                inputs_embeds=z,
+                attention_mask=attention_mask,
+                past_key_values=past_key_values,
+                position_ids=position_ids,
+                and_mask_function=within_speech_span,
+            )
+            adapted = z
+            for layer in self.input_adapter:
+                adapted = layer(adapted, attention_mask=span_mask, **layer_kwargs)
+            hidden_states = torch.where(is_speech[..., None], adapted, z)
+
+        # 2. Backbone; keep every layer output for pooling (the last one after the final norm).
+        layer_states: list[torch.Tensor] = []
+        for decoder_layer in self.layers[: self.config.num_hidden_layers]:
+            hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, **layer_kwargs)
+            layer_states.append(hidden_states)
+        text_state = self.norm(hidden_states)
+        layer_states[-1] = text_state
+
+        # 3. Speech path: layer pooling, raw-embedding residual, output adapter.
+        omega = None
+        if self.layer_pooling is not None:
+            speech_state, omega = self.layer_pooling(layer_states)
+        else:
+            speech_state = text_state
+        if self.config.use_speech_residual:
+            speech_state = speech_state + z
+        for layer in self.output_adapter:
+            speech_state = layer(speech_state, attention_mask=causal_mask, **layer_kwargs)
+
+        return SmolTolkModelOutputWithPast(
+            last_hidden_state=text_state,
+            speech_hidden_state=speech_state,
+            layer_weights=omega,
+            past_key_values=past_key_values,
+        )
+
+
+class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
+    """
+    SmolTolk with its two heads: the backbone's tied text head and the tied speech head. Targets are scored by the
+    head of their own modality with its own softmax; generation logits are joint-vocabulary logits in which the
+    modality that cannot come next (decided by the last input token) is `-inf`.
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = LlamaForCausalLM._tp_plan
+    _pp_plan = LlamaForCausalLM._pp_plan
+
+    def __init__(self, config: SmolTolkConfig):
+        super().__init__(config)
+        self.model = SmolTolkModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.post_init()
+        # Speech generation ends at the speech end token as text generation ends at the text EOS.
+        eos = self.generation_config.eos_token_id
+        eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        if config.speech_eos_id not in eos:
+            self.generation_config.eos_token_id = eos + [config.speech_eos_id]
+
+    def speech_logits(self, speech_state: torch.Tensor) -> torch.Tensor:
+        """Speech-head logits over the speech table (`num_speech_units + 2` rows, tied to the speech embeddings)."""
+        return F.linear(speech_state, self.model.speech_embed_tokens.weight)
+
+    def _joint_logits(
+        self, text_state: torch.Tensor, speech_state: torch.Tensor, next_is_speech: torch.Tensor
+    ) -> torch.Tensor:
+        """Joint logits `(batch, kept, joint_vocab)`, each position computed by the one head that may speak next."""
+        cfg = self.config
+        batch, kept, _ = text_state.shape
+        logits = text_state.new_full((batch, kept, cfg.joint_vocab_size), float("-inf"), dtype=torch.float32)
+        text_pos, speech_pos = ~next_is_speech, next_is_speech
+        if text_pos.any():
+            logits[..., : cfg.vocab_size][text_pos] = self.lm_head(text_state[text_pos]).float()
+        if speech_pos.any():
+            # Units and eos are allowed; the pad row is never predicted.
+            speech = self.speech_logits(speech_state[speech_pos]).float()[:, : cfg.speech_pad_id - cfg.speech_token_offset]
+            logits[..., cfg.speech_token_offset : cfg.speech_pad_id][speech_pos] = speech
+        return logits
+
+    def _loss(
+        self,
+        text_state: torch.Tensor,
+        speech_state: torch.Tensor,
+        labels: torch.LongTensor,
+        omega: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        num_items_in_batch: torch.Tensor | int | None,
+    ) -> dict[str, torch.Tensor]:
+        """Per-modality cross-entropy on next-token targets, each head only where its targets are."""
+        cfg = self.config
+        targets = labels[:, 1:]  # target of position i is labels[i + 1]
+        text_state, speech_state = text_state[:, :-1], speech_state[:, :-1]
+        is_text_target = (targets >= 0) & (targets < cfg.vocab_size)
+        is_speech_target = (targets >= cfg.speech_token_offset) & (targets < cfg.speech_pad_id)
+
+        text_logits = self.lm_head(text_state[is_text_target]).float()  # (n_text, V)
+        text_sum = F.cross_entropy(text_logits, targets[is_text_target], reduction="sum")
+        speech_logits = self.speech_logits(speech_state[is_speech_target]).float()  # (n_speech, N + 2)
+        speech_logits[:, cfg.speech_pad_id - cfg.speech_token_offset] = float("-inf")
+        speech_sum = F.cross_entropy(speech_logits, targets[is_speech_target] - cfg.speech_token_offset, reduction="sum")
+
+        n_text, n_speech = is_text_target.sum(), is_speech_target.sum()
+        denominator = num_items_in_batch if num_items_in_batch is not None else (n_text + n_speech).clamp(min=1)
+        loss = (text_sum + speech_sum) / denominator
+        out = dict(
+            text_loss=text_sum.detach() / n_text.clamp(min=1),
+            speech_loss=speech_sum.detach() / n_speech.clamp(min=1),
+            num_text_targets=n_text,
+            num_speech_targets=n_speech,
+        )
+        if omega is not None:
+            entropy = -(omega * omega.clamp(min=1e-12).log()).sum(-1)  # (batch, seq)
+            if attention_mask is not None and attention_mask.ndim == 2:
+                keep = attention_mask.bool()
+                entropy = entropy[keep].sum() / keep.sum().clamp(min=1)
+            else:
+                entropy = entropy.mean()
+            loss = loss - cfg.entropy_beta * entropy
+            out["layer_weights_entropy"] = entropy.detach()
+        out["loss"] = loss
+        return out
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        speech_span_start: torch.LongTensor | None = None,
+        output_layer_weights: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+        **kwargs: Any,
+    ) -> SmolTolkCausalLMOutputWithPast:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
+            Joint ids, usually `input_ids` with `-100` where nothing is scored; shifted inside (position `i` predicts
+            `labels[i + 1]`). Markers and speech pad are never scored. With labels, `logits` is not computed.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*):
+            As in Llama: keep the last `n` positions (0 keeps all) or the given indices when computing logits.
+        speech_span_start (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            See [`SmolTolkModel.forward`].
+        output_layer_weights (`bool`, *optional*, defaults to `False`):
+            Return the dynamic layer weights `omega` (e.g. for word segmentation).
+        num_items_in_batch (`int`, *optional*):
+            Total scored targets across gradient-accumulation steps (passed by the `Trainer`); normalises the loss.
+        """
+        if labels is not None and (input_ids is None or labels.shape != input_ids.shape):
+            raise ValueError(
+                f"labels must have the shape of input_ids, got {tuple(labels.shape)} and "
+                f"{None if input_ids is None else tuple(input_ids.shape)}; pass labels unshifted (the model shifts)."
+            )
+        if labels is not None and bool(((labels < -100) | (labels >= self.config.joint_vocab_size)).any()):
+            raise ValueError(f"labels must be joint ids in [0, {self.config.joint_vocab_size}) or -100.")
+        outputs: SmolTolkModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            speech_span_start=speech_span_start,
+            **kwargs,
+        )
+        text_state, speech_state = outputs.last_hidden_state, outputs.speech_hidden_state
+
+        logits, loss_terms = None, {}
+        if labels is not None:
+            loss_terms = self._loss(
+                text_state, speech_state, labels, outputs.layer_weights, attention_mask, num_items_in_batch
+            )
+        else:
+            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            next_is_speech = input_ids[:, keep] >= self.config.speech_marker_id
+            logits = self._joint_logits(text_state[:, keep], speech_state[:, keep], next_is_speech)
+
+        return SmolTolkCausalLMOutputWithPast(
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            layer_weights=outputs.layer_weights if output_layer_weights else None,
+            **loss_terms,
+        )
+
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
+        model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
+        # The input adapter's span mask needs where the trailing speech span of the cached prefix began; it is
+        # recomputed from the full ids each step so it survives beam reordering and batch selection.
+        past_length = input_ids.shape[1] - model_inputs["input_ids"].shape[1]
+        if past_length > 0:
+            model_inputs["speech_span_start"] = trailing_speech_span_start(
+                input_ids[:, :past_length], self.config.speech_token_offset
+            )
+        return model_inputs
+
+    @classmethod
+    def from_text_model(
+        cls, text_model: nn.Module | str, num_speech_units: int = 500, **config_overrides: Any
+    ) -> "SmolTolkForCausalLM":
+        """
+        Builds a SmolTolk from a Llama-architecture text LM (a model object or a local path / Hub id). Every
+        backbone weight is copied bit for bit under the same module name; the speech parts are freshly initialised.
+        The backbone's RoPE base is kept, so the result reproduces the text LM's logits on text; pass
+        `rope_parameters={"rope_type": "default", "rope_theta": 100000.0}` to follow the paper's training setup.
+        """
+        if isinstance(text_model, str):
+            text_model = LlamaForCausalLM.from_pretrained(text_model)
+        text_config = getattr(text_model, "config", None)
+        if getattr(text_config, "model_type", None) != "llama" or not hasattr(text_model, "model"):
+            raise ValueError(
+                "from_text_model needs a Llama-architecture causal LM (e.g. SmolLM / SmolLM2 as LlamaForCausalLM), "
+                f"got {type(text_model).__name__} with model_type={getattr(text_config, 'model_type', None)!r}."
+            )
+        fields = {k: v for k, v in text_config.to_dict().items() if k in SmolTolkConfig.__dataclass_fields__}
+        fields.update(num_speech_units=num_speech_units, **config_overrides)
+        config = SmolTolkConfig(**fields)
+        config._attn_implementation = text_config._attn_implementation
+        dtype = next(text_model.parameters()).dtype
+        model = cls(config).to(dtype)
+
+        source = text_model.state_dict()
+        missing, unexpected = model.load_state_dict(source, strict=False)
+        if unexpected:
+            raise ValueError(f"Text model weights with no place in SmolTolk: {unexpected}")
+        new_parts = ("model.marker_embed", "model.speech_embed_tokens", "model.input_adapter", "model.layer_pooling",
+                     "model.output_adapter")
+        backbone_missing = [k for k in missing if not k.startswith(new_parts) and k != "lm_head.weight"]
+        if backbone_missing:
+            raise ValueError(f"The text model lacks backbone weights: {backbone_missing}")
+        if not config.tie_word_embeddings and "lm_head.weight" in missing:
+            raise ValueError("The text model has untied embeddings but no lm_head weight.")
+        model.tie_weights()
+        return model
+
+
+__all__ = [
+    "SmolTolkPreTrainedModel",
+    "SmolTolkModel",
+    "SmolTolkForCausalLM",
+    "SmolTolkLayerPooling",
+    "SmolTolkModelOutputWithPast",
+    "SmolTolkCausalLMOutputWithPast",
+    "trailing_speech_span_start",
+]
