@@ -141,6 +141,18 @@ class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
             )
         return (model, info) if wants_info else model
 
+    def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
+        """[`PreTrainedModel.save_pretrained`], with `auto_map` entries for every Auto class SmolTolk supports."""
+        if self._auto_class is not None:
+            # transformers writes auto_map for AutoConfig and the saved class only.
+            module = __name__.split(".")[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.{SmolTolkModel.__name__}",
+                "AutoModelForCausalLM": f"{module}.{SmolTolkForCausalLM.__name__}",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 def _span_starts(is_speech: torch.Tensor, past_length: int, carried_start: torch.Tensor | None) -> torch.Tensor:
     """
