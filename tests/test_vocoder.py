@@ -1,7 +1,9 @@
 """Tests for the unit HiFi-GAN vocoder (random weights, tiny sizes)."""
 
+import copy
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -17,16 +19,16 @@ NUM_UNITS = 20
 
 
 def tiny_config(**overrides) -> UnitVocoderConfig:
-    values = dict(
-        num_embeddings=NUM_UNITS,
-        embedding_dim=8,
-        upsample_rates=[2, 3],
-        upsample_kernel_sizes=[4, 7],
-        upsample_initial_channel=16,
-        resblock_kernel_sizes=[3, 5],
-        resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5]],
-        duration_predictor_hidden_dim=8,
-    )
+    values = {
+        "num_embeddings": NUM_UNITS,
+        "embedding_dim": 8,
+        "upsample_rates": [2, 3],
+        "upsample_kernel_sizes": [4, 7],
+        "upsample_initial_channel": 16,
+        "resblock_kernel_sizes": [3, 5],
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
+        "duration_predictor_hidden_dim": 8,
+    }
     values.update(overrides)
     return UnitVocoderConfig(**values)
 
@@ -39,8 +41,9 @@ def tiny_vocoder(seed: int = 0, **overrides) -> UnitVocoder:
         # so the audio is O(0.1) and the comparisons below are meaningful.
         for module in model.modules():
             if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-                fan_in = module.weight[0].numel() if isinstance(module, torch.nn.Conv1d) else module.weight[:, 0].numel()
-                module.weight.normal_(0.0, fan_in**-0.5)
+                # Conv1d weights are (out, in, k); ConvTranspose1d weights are (in, out, k).
+                per_output = module.weight[0] if isinstance(module, torch.nn.Conv1d) else module.weight[:, 0]
+                module.weight.normal_(0.0, per_output.numel() ** -0.5)
         # Spread predicted durations over roughly 1..6 frames.
         if model.dur_predictor is not None:
             model.dur_predictor.proj.weight.normal_(0.0, 0.5)
@@ -189,22 +192,31 @@ def fairseq_config_json(config: UnitVocoderConfig) -> dict:
 
 
 def fairseq_state_dict(model: UnitVocoder, style: str = "old") -> dict:
-    """The generator state dict as training saves it: weight norm on every generator convolution."""
-    state = {}
-    generator_prefixes = ("conv_pre.", "ups.", "resblocks.", "conv_post.")
-    for key, tensor in model.state_dict().items():
-        if key.startswith(generator_prefixes) and key.endswith(".weight"):
-            prefix = key[: -len(".weight")]
-            g = torch.linalg.vector_norm(tensor, dim=list(range(1, tensor.dim())), keepdim=True)
-            v = tensor * torch.rand(()).add(0.5)  # any positive rescaling of v parametrises the same weight
-            if style == "old":
-                state[prefix + ".weight_g"], state[prefix + ".weight_v"] = g, v
-            else:
-                state[prefix + ".parametrizations.weight.original0"] = g
-                state[prefix + ".parametrizations.weight.original1"] = v
+    """The generator state dict as training saves it: torch weight norm on every generator convolution.
+
+    ``old`` is ``torch.nn.utils.weight_norm`` (``weight_g``/``weight_v``, what fairseq used); ``new`` is
+    ``torch.nn.utils.parametrizations.weight_norm``.
+    """
+    model = copy.deepcopy(model)
+    convs = [
+        module
+        for name, module in model.named_modules()
+        if name.startswith(("conv_pre", "ups", "resblocks", "conv_post"))
+        and isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d))
+    ]
+    for conv in convs:
+        if style == "old":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # deprecated, but it is what the checkpoints hold
+                torch.nn.utils.weight_norm(conv)
         else:
-            state[key] = tensor.clone()
-    return state
+            torch.nn.utils.parametrizations.weight_norm(conv)
+        with torch.no_grad():  # any positive rescaling of v parametrises the same weight
+            if style == "old":
+                conv.weight_v.mul_(1.7)
+            else:
+                conv.parametrizations.weight.original1.mul_(1.7)
+    return {key: tensor.detach().clone() for key, tensor in model.state_dict().items()}
 
 
 def write_fairseq_files(tmp_path, model, state=None, checkpoint=None):
@@ -250,7 +262,8 @@ def test_convert_names_missing_and_unexpected_keys(tmp_path, vocoder):
     del state["dur_predictor.proj.bias"]
     state["spkr.weight"] = torch.zeros(4, 8)
     ckpt, cfg = write_fairseq_files(tmp_path, vocoder, state)
-    with pytest.raises(ValueError, match=r"missing keys \['dur_predictor.proj.bias'\].*unexpected keys \['spkr.weight'\]"):
+    expected = r"missing keys \['dur_predictor.proj.bias'\].*unexpected keys \['spkr.weight'\]"
+    with pytest.raises(ValueError, match=expected):
         convert_fairseq_vocoder(ckpt, cfg, tmp_path / "out")
 
 
@@ -274,6 +287,11 @@ def test_convert_refuses_unsupported_conditioning(tmp_path, vocoder):
 # --- validation -----------------------------------------------------------------------------------------------
 
 
+def test_non_tensor_units_raise_type_error(vocoder):
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        vocoder([1, 2, 3])
+
+
 def test_check_compatible(vocoder):
     vocoder.check_compatible(NUM_UNITS)
     with pytest.raises(ValueError, match="expects 20 speech units but the model produces 500"):
@@ -283,20 +301,19 @@ def test_check_compatible(vocoder):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(units=torch.zeros(1, 0, dtype=torch.long)), "empty"),
-        (dict(units=torch.tensor([[1, NUM_UNITS]])), r"\[0, 20\)"),
-        (dict(units=torch.tensor([[-1, 2]])), r"\[0, 20\)"),
-        (dict(units=torch.zeros(1, 2, 3, dtype=torch.long)), "shape"),
-        (dict(units=torch.tensor(3)), "shape"),
-        (dict(units=torch.zeros(1, 4)), "integer"),
-        (dict(units=[1, 2, 3]), "torch.Tensor"),
-        (dict(units=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[0, 0]])), "at least one unit"),
-        (dict(units=torch.tensor([[1, 2]]), attention_mask=torch.tensor([[1, 1, 1]])), "attention_mask shape"),
-        (dict(units=torch.tensor([[1, 2]]), durations=torch.tensor([[1, 2, 3]])), "durations shape"),
-        (dict(units=torch.tensor([[1, 2]]), durations=torch.tensor([[1, -1]])), "non-negative"),
-        (dict(units=torch.tensor([[1, 2]]), durations=torch.tensor([[0, 0]])), "positive total"),
-        (dict(units=torch.tensor([[1, 2]]), durations=torch.tensor([[1.0, 2.0]])), "integer"),
-        (dict(units=torch.tensor([[1, 2]]), durations=torch.tensor([[1, 2]]), dur_prediction=True), "either"),
+        ({"units": torch.zeros(1, 0, dtype=torch.long)}, "empty"),
+        ({"units": torch.tensor([[1, NUM_UNITS]])}, r"\[0, 20\)"),
+        ({"units": torch.tensor([[-1, 2]])}, r"\[0, 20\)"),
+        ({"units": torch.zeros(1, 2, 3, dtype=torch.long)}, "shape"),
+        ({"units": torch.tensor(3)}, "shape"),
+        ({"units": torch.zeros(1, 4)}, "integer"),
+        ({"units": torch.tensor([[1, 2]]), "attention_mask": torch.tensor([[0, 0]])}, "at least one unit"),
+        ({"units": torch.tensor([[1, 2]]), "attention_mask": torch.tensor([[1, 1, 1]])}, "attention_mask shape"),
+        ({"units": torch.tensor([[1, 2]]), "durations": torch.tensor([[1, 2, 3]])}, "durations shape"),
+        ({"units": torch.tensor([[1, 2]]), "durations": torch.tensor([[1, -1]])}, "non-negative"),
+        ({"units": torch.tensor([[1, 2]]), "durations": torch.tensor([[0, 0]])}, "positive total"),
+        ({"units": torch.tensor([[1, 2]]), "durations": torch.tensor([[1.0, 2.0]])}, "integer"),
+        ({"units": torch.tensor([[1, 2]]), "durations": torch.tensor([[1, 2]]), "dur_prediction": True}, "either"),
     ],
 )
 def test_bad_inputs_raise_value_error(vocoder, kwargs, message):
@@ -307,11 +324,11 @@ def test_bad_inputs_raise_value_error(vocoder, kwargs, message):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(upsample_rates=[2, 3], upsample_kernel_sizes=[4]), "equally long"),
-        (dict(upsample_kernel_sizes=[5, 7]), "even"),
-        (dict(upsample_initial_channel=18), "divisible"),
-        (dict(resblock_kernel_sizes=[3, 4]), "odd"),
-        (dict(num_embeddings=0), "positive"),
+        ({"upsample_rates": [2, 3], "upsample_kernel_sizes": [4]}, "equally long"),
+        ({"upsample_kernel_sizes": [5, 7]}, "even"),
+        ({"upsample_initial_channel": 18}, "divisible"),
+        ({"resblock_kernel_sizes": [3, 4]}, "odd"),
+        ({"num_embeddings": 0}, "positive"),
     ],
 )
 def test_bad_config_raises_value_error(overrides, message):

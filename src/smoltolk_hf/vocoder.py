@@ -23,7 +23,7 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -48,10 +48,10 @@ class UnitVocoderConfig:
 
     Field names follow the fairseq / speech-resynthesis vocoder JSON. The defaults describe the unit vocoder for
     ``mhubert-base-25hz`` layer-11 k-means-500 units: 500 units at 25 Hz rendered at 16 kHz, i.e. a hop of 640
-    samples per unit. The exact released JSON was not available when writing this, so the upsampling layout is the
-    speech-resynthesis 50 Hz layout (``[5, 4, 4, 2, 2]`` / ``[11, 8, 8, 4, 4]``, hop 320) with one extra factor of
-    two; :func:`convert_fairseq_vocoder` always builds the config from the released JSON and checks every tensor
-    shape, so these defaults never override a real checkpoint.
+    samples per unit. The released JSON (``hifigan_lj_mhubert_base_25hz_config.json``) could not be consulted, so
+    the upsampling layout is inferred: the speech-resynthesis 50 Hz layout (``[5, 4, 4, 2, 2]`` /
+    ``[11, 8, 8, 4, 4]``, hop 320) with one more factor of two. :func:`convert_fairseq_vocoder` always builds the
+    config from the released JSON and checks every tensor shape, so these defaults never override a real checkpoint.
 
     Args:
         num_embeddings: Number of discrete units (k-means clusters).
@@ -74,7 +74,7 @@ class UnitVocoderConfig:
     upsample_initial_channel: int = 512
     resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 7, 11])
     resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 3, 5], [1, 3, 5], [1, 3, 5]])
-    duration_predictor_hidden_dim: Optional[int] = 128
+    duration_predictor_hidden_dim: int | None = 128
     duration_predictor_kernel_size: int = 3
     duration_predictor_dropout: float = 0.5
     sampling_rate: int = 16000
@@ -127,9 +127,7 @@ class UnitVocoderConfig:
                     f"dilations {dilations}"
                 )
         if self.duration_predictor_kernel_size % 2 == 0:
-            raise ValueError(
-                f"duration_predictor_kernel_size must be odd, got {self.duration_predictor_kernel_size}"
-            )
+            raise ValueError(f"duration_predictor_kernel_size must be odd, got {self.duration_predictor_kernel_size}")
         if not 0.0 <= self.duration_predictor_dropout < 1.0:
             raise ValueError(f"duration_predictor_dropout must be in [0, 1), got {self.duration_predictor_dropout}")
 
@@ -148,7 +146,7 @@ class UnitVocoderConfig:
         return {"model_type": self.model_type, **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "UnitVocoderConfig":
+    def from_dict(cls, config: dict[str, Any]) -> UnitVocoderConfig:
         """Build a config from :meth:`to_dict` output; unknown keys raise a ``ValueError``."""
         config = dict(config)
         model_type = config.pop("model_type", cls.model_type)
@@ -160,19 +158,19 @@ class UnitVocoderConfig:
             raise ValueError(f"unknown UnitVocoderConfig keys: {unknown}")
         return cls(**config)
 
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write ``config.json`` into ``save_directory`` (created if missing)."""
         path = Path(save_directory)
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
     @classmethod
-    def from_json_file(cls, json_file: Union[str, os.PathLike]) -> "UnitVocoderConfig":
+    def from_json_file(cls, json_file: str | os.PathLike) -> UnitVocoderConfig:
         """Read a config written by :meth:`save_pretrained`."""
         return cls.from_dict(json.loads(Path(json_file).read_text()))
 
     @classmethod
-    def from_fairseq_config(cls, config: dict[str, Any]) -> "UnitVocoderConfig":
+    def from_fairseq_config(cls, config: dict[str, Any]) -> UnitVocoderConfig:
         """Translate a fairseq / speech-resynthesis vocoder JSON (the file shipped next to ``g_00500000``).
 
         Raises:
@@ -204,9 +202,10 @@ class UnitVocoderConfig:
                 "unit-only vocoder"
             )
         duration = config.get("dur_predictor_params") or None
-        if duration is not None and duration.get("encoder_embed_dim", config["embedding_dim"]) != config["embedding_dim"]:
+        duration_input = None if duration is None else duration.get("encoder_embed_dim", config["embedding_dim"])
+        if duration_input is not None and duration_input != config["embedding_dim"]:
             raise ValueError(
-                f"dur_predictor_params.encoder_embed_dim ({duration['encoder_embed_dim']}) must equal "
+                f"dur_predictor_params.encoder_embed_dim ({duration_input}) must equal "
                 f"embedding_dim ({config['embedding_dim']})"
             )
         return cls(
@@ -236,13 +235,13 @@ class UnitVocoderOutput(NamedTuple):
     lengths: torch.Tensor
 
 
-def _masked(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     # Zeroing padded frames after every convolution makes each item see exactly the zero padding it would see
     # alone, so batched output equals per-item output.
     return x if mask is None else x * mask
 
 
-def _upsample_mask(mask: Optional[torch.Tensor], rate: int) -> Optional[torch.Tensor]:
+def _upsample_mask(mask: torch.Tensor | None, rate: int) -> torch.Tensor | None:
     return None if mask is None else mask.repeat_interleave(rate, dim=-1)
 
 
@@ -260,7 +259,7 @@ class _DurationPredictor(nn.Module):
         self.proj = nn.Linear(hidden_dim, 1)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Map ``(B, C, T)`` embeddings to ``(B, T)`` log durations."""
         x = self.dropout(self.ln1(self.conv1(x).transpose(1, 2))).transpose(1, 2)
         x = self.dropout(self.ln2(self.conv2(_masked(x, mask)).transpose(1, 2)))
@@ -280,7 +279,7 @@ class _ResBlock(nn.Module):
             nn.Conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilations
         )
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         for conv1, conv2 in zip(self.convs1, self.convs2):
             residual = _masked(conv1(F.leaky_relu(x, _LRELU_SLOPE)), mask)
             x = x + _masked(conv2(F.leaky_relu(residual, _LRELU_SLOPE)), mask)
@@ -353,11 +352,11 @@ class UnitVocoder(nn.Module):
             )
 
     def _split_units(
-        self, units: torch.Tensor, attention_mask: Optional[torch.Tensor], name: str = "units"
+        self, units: torch.Tensor, attention_mask: torch.Tensor | None, name: str = "units"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate inputs; return ``(units (B, T), bool mask (B, T))`` with units at padded positions set to 0."""
         if not isinstance(units, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(units).__name__}")
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(units).__name__}")
         if units.dtype.is_floating_point or units.dtype.is_complex or units.dtype == torch.bool:
             raise ValueError(f"{name} must be an integer tensor, got dtype {units.dtype}")
         if units.dim() == 1:
@@ -393,9 +392,7 @@ class UnitVocoder(nn.Module):
         order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices
         return units.gather(1, order)[:, : int(lengths.max())], lengths
 
-    def predict_durations(
-        self, units: torch.Tensor, attention_mask: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def predict_durations(self, units: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Predict how many frames each unit lasts: ``clamp(round(exp(log_dur) - 1), min=1)`` as in fairseq.
 
         Args:
@@ -418,7 +415,7 @@ class UnitVocoder(nn.Module):
         durations[mask] = compact_durations[compact_mask]
         return durations
 
-    def _generate(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    def _generate(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """HiFi-GAN generator: ``(B, C, frames)`` -> ``(B, frames * hop)``."""
         x = _masked(self.conv_pre(x), mask)
         num_kernels = len(self.config.resblock_kernel_sizes)
@@ -433,8 +430,8 @@ class UnitVocoder(nn.Module):
     def forward(
         self,
         units: torch.Tensor,
-        durations: Optional[torch.Tensor] = None,
-        attention_mask: Optional[torch.Tensor] = None,
+        durations: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
         dur_prediction: bool = False,
     ) -> UnitVocoderOutput:
         """Synthesise audio from units.
@@ -454,6 +451,7 @@ class UnitVocoder(nn.Module):
             beyond ``lengths[b]`` samples. A 1-D input gives a batch of one.
 
         Raises:
+            TypeError: If ``units`` is not a tensor.
             ValueError: On malformed inputs (wrong rank or dtype, empty items, ids out of range, bad durations) or
                 when ``dur_prediction`` is requested without a predictor or together with ``durations``.
         """
@@ -487,7 +485,7 @@ class UnitVocoder(nn.Module):
         x = _masked(self.dict(ids).transpose(1, 2), frame_mask)
         return UnitVocoderOutput(self._generate(x, frame_mask), frames * self.hop_length)
 
-    def save_pretrained(self, save_directory: Union[str, os.PathLike]) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``save_directory``."""
         self.config.save_pretrained(save_directory)
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.state_dict().items()}
@@ -496,11 +494,11 @@ class UnitVocoder(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: Union[str, os.PathLike],
+        pretrained_model_name_or_path: str | os.PathLike,
         *,
-        revision: Optional[str] = None,
-        map_location: Union[str, torch.device] = "cpu",
-    ) -> "UnitVocoder":
+        revision: str | None = None,
+        map_location: str | torch.device = "cpu",
+    ) -> UnitVocoder:
         """Load a vocoder saved by :meth:`save_pretrained` from a local directory or a Hub repo id.
 
         The model is returned in eval mode.
@@ -521,43 +519,42 @@ class UnitVocoder(nn.Module):
         return model.eval()
 
 
+# (magnitude suffix, direction suffix) of old-style ``torch.nn.utils.weight_norm`` and of the parametrization API.
+_WEIGHT_NORM_SUFFIXES = (
+    (".weight_g", ".weight_v"),
+    (".parametrizations.weight.original0", ".parametrizations.weight.original1"),
+)
+
+
 def _fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace weight-norm pairs (old ``weight_g``/``weight_v`` or new ``parametrizations.weight.original0/1``)
-    with the plain ``weight`` they parametrise."""
-    pairs = {
-        ".weight_g": (".weight_g", ".weight_v"),
-        ".parametrizations.weight.original0": (
-            ".parametrizations.weight.original0",
-            ".parametrizations.weight.original1",
-        ),
-    }
+    """Replace every weight-norm (magnitude, direction) pair with the plain ``weight`` it parametrises."""
     folded: dict[str, torch.Tensor] = {}
     consumed: set[str] = set()
+    for g_suffix, v_suffix in _WEIGHT_NORM_SUFFIXES:
+        for g_key in [key for key in state if key.endswith(g_suffix)]:
+            prefix = g_key[: -len(g_suffix)]
+            v_key = prefix + v_suffix
+            if v_key not in state:
+                raise ValueError(f"weight-norm magnitude {g_key!r} has no matching direction {v_key!r}")
+            g, v = state[g_key].double(), state[v_key].double()
+            # The norm runs over every axis along which g is broadcast; torch's default (dim=0) keeps axis 0.
+            reduce_dims = [d for d in range(v.dim()) if g.dim() != v.dim() or g.shape[d] == 1]
+            weight = g * v / torch.linalg.vector_norm(v, dim=reduce_dims, keepdim=True)
+            folded[prefix + ".weight"] = weight.to(state[v_key].dtype)
+            consumed.update((g_key, v_key))
     for key, tensor in state.items():
-        for g_suffix, (_, v_suffix) in pairs.items():
-            if key.endswith(g_suffix):
-                prefix = key[: -len(g_suffix)]
-                v_key = prefix + v_suffix
-                if v_key not in state:
-                    raise ValueError(f"weight-norm magnitude {key!r} has no matching direction {v_key!r}")
-                g, v = tensor.double(), state[v_key].double()
-                # The norm runs over every axis where g is broadcast (size 1); torch's default keeps axis 0.
-                reduce_dims = [d for d in range(v.dim()) if g.dim() != v.dim() or g.shape[d] == 1]
-                weight = g * v / torch.linalg.vector_norm(v, dim=reduce_dims, keepdim=True)
-                folded[prefix + ".weight"] = weight.to(state[v_key].dtype)
-                consumed.update((key, v_key))
-    for key, tensor in state.items():
-        if key not in consumed and not key.endswith((".weight_v", ".parametrizations.weight.original1")):
-            folded[key] = tensor
-        elif key not in consumed:
+        if key in consumed:
+            continue
+        if key.endswith(tuple(v_suffix for _, v_suffix in _WEIGHT_NORM_SUFFIXES)):
             raise ValueError(f"weight-norm direction {key!r} has no matching magnitude")
+        folded[key] = tensor
     return folded
 
 
 def convert_fairseq_vocoder(
-    checkpoint_path: Union[str, os.PathLike],
-    config_json_path: Union[str, os.PathLike],
-    out_dir: Union[str, os.PathLike],
+    checkpoint_path: str | os.PathLike,
+    config_json_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
 ) -> UnitVocoder:
     """Convert a released fairseq / textlesslib unit HiFi-GAN into a :class:`UnitVocoder` directory.
 
