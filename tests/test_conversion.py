@@ -1,6 +1,10 @@
 """Conversion of the paper authors' `.pt` checkpoints (synthetic ones with exactly their layout, tiny sizes)."""
 
 import json
+import logging
+import runpy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,3 +246,16 @@ def test_unknown_backbone_lists_known_ones_and_the_way_out():
     with pytest.raises(ValueError) as err:
         convert_authors_state_dict(make_authors_checkpoint())  # backbone="tiny/llama", no sizes given
     assert "HuggingFaceTB/SmolLM-1.7B" in str(err.value) and "backbone_sizes=" in str(err.value)
+
+
+def test_modeling_script_runs_the_same_converter(tmp_path, monkeypatch, caplog):
+    script = Path(__file__).resolve().parents[1] / "modeling" / "convert_authors_checkpoint.py"
+    path = save(make_authors_checkpoint(VARIANTS["baseline"]), tmp_path)
+    argv = [str(script), str(path), str(tmp_path / "hf"), "--backbone-sizes", json.dumps(TINY_SIZES)]
+    monkeypatch.setattr(sys, "argv", argv)
+    caplog.set_level(logging.INFO, logger="smoltolk_hf.conversion")
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(script), run_name="__main__")
+    assert exit_info.value.code == 0
+    assert "Dropping the bop/eop rows" in caplog.text
+    assert SmolTolkForCausalLM.from_pretrained(tmp_path / "hf").dtype == torch.bfloat16
