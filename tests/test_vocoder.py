@@ -141,7 +141,7 @@ def test_from_pretrained_hub_id_downloads_both_files(tmp_path, vocoder, monkeypa
         calls.append((repo_id, filename, revision))
         return str(tmp_path / filename)
 
-    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    monkeypatch.setattr("smoltolk_hf.vocoder.hf_hub_download", fake_download)
     loaded = UnitVocoder.from_pretrained("org/unit-vocoder", revision="v1")
     assert calls == [("org/unit-vocoder", "config.json", "v1"), ("org/unit-vocoder", "model.safetensors", "v1")]
     assert loaded.config == vocoder.config

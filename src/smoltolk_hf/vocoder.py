@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -322,11 +323,12 @@ class UnitVocoder(nn.Module):
             for res_kernel, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
                 self.resblocks.append(_ResBlock(channels, res_kernel, dilations))
         self.conv_post = nn.Conv1d(channels, 1, 7, padding=3)
-        self.apply(self._init_weights)
+        # As in HiFi-GAN, the upsampling and output convolutions start from N(0, 0.01); the rest keep PyTorch's init.
+        for module in (self.ups, self.resblocks, self.conv_post):
+            module.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
-        # HiFi-GAN initialises every generator convolution with N(0, 0.01).
         if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d)) and not module.weight.is_meta:
             nn.init.normal_(module.weight, 0.0, 0.01)
 
@@ -352,20 +354,20 @@ class UnitVocoder(nn.Module):
             )
 
     def _split_units(
-        self, units: torch.Tensor, attention_mask: torch.Tensor | None, name: str = "units"
+        self, units: torch.Tensor, attention_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate inputs; return ``(units (B, T), bool mask (B, T))`` with units at padded positions set to 0."""
         if not isinstance(units, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(units).__name__}")
+            raise TypeError(f"units must be a torch.Tensor, got {type(units).__name__}")
         if units.dtype.is_floating_point or units.dtype.is_complex or units.dtype == torch.bool:
-            raise ValueError(f"{name} must be an integer tensor, got dtype {units.dtype}")
+            raise ValueError(f"units must be an integer tensor, got dtype {units.dtype}")
         if units.dim() == 1:
             units = units.unsqueeze(0)
             attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
         if units.dim() != 2:
-            raise ValueError(f"{name} must have shape (batch, time) or (time,), got {tuple(units.shape)}")
+            raise ValueError(f"units must have shape (batch, time) or (time,), got {tuple(units.shape)}")
         if units.numel() == 0:
-            raise ValueError(f"{name} is empty (shape {tuple(units.shape)})")
+            raise ValueError(f"units is empty (shape {tuple(units.shape)})")
         if attention_mask is None:
             mask = torch.ones_like(units, dtype=torch.bool)
         else:
@@ -507,8 +509,6 @@ class UnitVocoder(nn.Module):
         if path.is_dir():
             config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
         else:
-            from huggingface_hub import hf_hub_download
-
             repo_id = str(pretrained_model_name_or_path)
             config_file = hf_hub_download(repo_id, CONFIG_NAME, revision=revision)
             weights_file = hf_hub_download(repo_id, WEIGHTS_NAME, revision=revision)
