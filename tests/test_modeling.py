@@ -13,6 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from conftest import NUM_UNITS, TINY_BACKBONE, tiny_text_model
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkModel
+from smoltolk_hf.summary import PAPER_TABLE5, count_parameters
 from smoltolk_hf.modeling_smoltolk import _span_starts, trailing_speech_span_start
 
 
@@ -71,26 +72,16 @@ def test_unknown_preset():
         SmolTolkConfig.from_preset("smoltolk-7b")
 
 
-# Paper Table 5: layers in all and speech-specific parameters (within 5%).
-@pytest.mark.parametrize(
-    "preset, layers, speech_params",
-    [
-        ("smoltolk-150m", 34, 15e6),
-        ("smoltolk-400m", 36, 40e6),
-        ("smoltolk-2b", 28, 270e6),
-        ("baseline-135m", 30, 0.29e6),
-        ("baseline-360m", 32, 0.48e6),
-        ("baseline-1.7b", 24, 1e6),
-    ],
-)
-def test_preset_parameter_counts_match_paper(preset, layers, speech_params):
+@pytest.mark.parametrize("preset", sorted(PAPER_TABLE5))
+def test_preset_parameter_counts_match_paper(preset):
+    """Paper Table 5: layers in all and speech-specific parameters within 5%."""
     config = SmolTolkConfig.from_preset(preset)
     with torch.device("meta"):
         model = SmolTolkForCausalLM(config)
-    backbone = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("model.layers", "model.norm", "model.embed_tokens")))
-    speech_part = sum(p.numel() for p in model.parameters()) - backbone
-    assert config.num_total_layers == layers
-    assert abs(speech_part - speech_params) / speech_params < 0.05, speech_part
+    layers, _, speech_params = PAPER_TABLE5[preset]
+    count = count_parameters(model)
+    assert count.layers == layers
+    assert abs(count.speech - speech_params) / speech_params < 0.05, count.speech
     assert config.rope_parameters["rope_theta"] == 100_000.0
 
 
