@@ -193,6 +193,20 @@ def test_cli(tmp_path, capsys):
     assert cli_convert_authors([str(path), str(tmp_path / "other")]) == 1
 
 
+def test_text_tokenizer_is_saved_with_the_model(tmp_path, caplog):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({f"w{i}": i for i in range(V)}, unk_token="w0"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="w0").save_pretrained(tmp_path / "tok")
+    out = convert_authors_checkpoint(save(make_authors_checkpoint(), tmp_path), tmp_path / "hf",
+                                     text_tokenizer=tmp_path / "tok", backbone_sizes=TINY_SIZES)  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert len(tokenizer) == V and tokenizer("w3 w7")["input_ids"] == [3, 7]
+    assert "text tokenizer has" not in caplog.text  # sizes agree: no warning
+
+
 def test_pickled_class_is_refused(tmp_path):
     checkpoint = make_authors_checkpoint()
     checkpoint["config"] = _NotPlainData()

@@ -320,7 +320,7 @@ def convert_authors_checkpoint(
     """
     checkpoint = load_authors_checkpoint(checkpoint_path)
     config, state_dict = convert_authors_state_dict(checkpoint, backbone_sizes)
-    del checkpoint  # releases the optimizer state
+    del checkpoint  # the optimizer state and trainer settings are not needed past this point
 
     model = SmolTolkForCausalLM._from_config(config, dtype=dtype)
     model.load_state_dict(state_dict, strict=True)
@@ -357,10 +357,11 @@ def _parse_backbone_sizes(value: str) -> dict[str, Any]:
     return sizes
 
 
-def build_convert_authors_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """Adds the `convert-authors` arguments to `parser` (a new parser if `None`), e.g. a subcommand's parser."""
-    parser = parser or argparse.ArgumentParser(prog="smoltolk convert-authors")
-    parser.description = "Convert a SmolTolk checkpoint released by the paper's authors (.pt) to a Hugging Face folder."
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smoltolk convert-authors",
+        description="Convert a SmolTolk checkpoint released by the paper's authors (.pt) to a Hugging Face folder.",
+    )
     parser.add_argument("checkpoint", type=Path, help="the authors' .pt checkpoint (read as plain data only)")
     parser.add_argument("output_dir", type=Path, help="folder to write the converted model to")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bfloat16", help="dtype of the saved weights")
@@ -376,7 +377,7 @@ def build_convert_authors_parser(parser: argparse.ArgumentParser | None = None) 
 
 def cli_convert_authors(argv: Sequence[str] | None = None) -> int:
     """Entry point of `smoltolk convert-authors CHECKPOINT.pt OUTPUT_DIR [--dtype] [--tokenizer] [--backbone-sizes]`."""
-    args = build_convert_authors_parser().parse_args(argv)
+    args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         output_dir = convert_authors_checkpoint(
@@ -396,7 +397,6 @@ def cli_convert_authors(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "KNOWN_BACKBONES",
     "authors_config",
-    "build_convert_authors_parser",
     "cli_convert_authors",
     "convert_authors_checkpoint",
     "convert_authors_state_dict",
