@@ -193,9 +193,11 @@ def test_cli(tmp_path, capsys):
     assert cli_convert_authors([str(path), str(tmp_path / "other")]) == 1
 
 
-def test_text_tokenizer_is_saved_with_the_model(tmp_path, caplog):
+def test_processor_is_saved_with_the_model(tmp_path, caplog):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from smoltolk_hf.processing_smoltolk import SmolTolkProcessor
 
     backend = Tokenizer(models.WordLevel({f"w{i}": i for i in range(V)}, unk_token="w0"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -204,6 +206,9 @@ def test_text_tokenizer_is_saved_with_the_model(tmp_path, caplog):
                                      text_tokenizer=tmp_path / "tok", backbone_sizes=TINY_SIZES)  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert len(tokenizer) == V and tokenizer("w3 w7")["input_ids"] == [3, 7]
+    processor = SmolTolkProcessor.from_pretrained(out)
+    config = SmolTolkForCausalLM.config_class.from_pretrained(out)
+    assert (processor.speech_marker_id, processor.speech_eos_id) == (config.speech_marker_id, config.speech_eos_id)
     assert "text tokenizer has" not in caplog.text  # sizes agree: no warning
 
 

@@ -312,7 +312,8 @@ def convert_authors_checkpoint(
         checkpoint_path: The authors' `.pt` file. It is read with `torch.load(weights_only=True)` only.
         output_dir: Folder to write (created if needed): `model.safetensors`, `config.json`, generation config.
         dtype: Dtype of the saved weights (bfloat16, as the authors trained, by default).
-        text_tokenizer: Optional local folder of the backbone's text tokenizer (e.g. SmolLM's), saved alongside.
+        text_tokenizer: Optional local folder of the backbone's text tokenizer (e.g. SmolLM's): a `SmolTolkProcessor`
+            with it and the model's id layout is saved alongside.
         backbone_sizes: `LlamaConfig` fields for a backbone not in `KNOWN_BACKBONES` (see [`authors_config`]).
 
     Returns:
@@ -327,13 +328,19 @@ def convert_authors_checkpoint(
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     if text_tokenizer is not None:
-        _save_text_tokenizer(text_tokenizer, output_dir, config)
+        _save_processor(text_tokenizer, output_dir, config)
     logger.info("Saved %s to %s.", type(model).__name__, output_dir)
     return output_dir
 
 
-def _save_text_tokenizer(text_tokenizer: str | Path, output_dir: Path, config: SmolTolkConfig) -> None:
+def _save_processor(text_tokenizer: str | Path, output_dir: Path, config: SmolTolkConfig) -> None:
+    """
+    Saves a [`SmolTolkProcessor`] holding the backbone's text tokenizer and the model's id layout. It has no speech
+    tokenizer: the authors' HuBERT + k-means units are not part of their checkpoint (units can be passed as ids).
+    """
     from transformers import AutoTokenizer
+
+    from .processing_smoltolk import SmolTolkProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(text_tokenizer)
     if len(tokenizer) != config.vocab_size:
@@ -342,7 +349,7 @@ def _save_text_tokenizer(text_tokenizer: str | Path, output_dir: Path, config: S
             len(tokenizer),
             config.vocab_size,
         )
-    tokenizer.save_pretrained(output_dir)
+    SmolTolkProcessor.from_config(tokenizer, None, config).save_pretrained(output_dir)
 
 
 def _parse_backbone_sizes(value: str) -> dict[str, Any]:
@@ -365,7 +372,9 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", type=Path, help="the authors' .pt checkpoint (read as plain data only)")
     parser.add_argument("output_dir", type=Path, help="folder to write the converted model to")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bfloat16", help="dtype of the saved weights")
-    parser.add_argument("--tokenizer", type=Path, default=None, help="local folder of the backbone's text tokenizer")
+    parser.add_argument(
+        "--tokenizer", type=Path, default=None, help="local folder of the backbone's text tokenizer (saves a processor)"
+    )
     parser.add_argument(
         "--backbone-sizes",
         type=_parse_backbone_sizes,
