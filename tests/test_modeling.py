@@ -418,3 +418,21 @@ def test_continuing_speech_from_cache_needs_span_start(tiny_smoltolk):
         cached = tiny_smoltolk(step, past_key_values=cache, speech_span_start=span).logits[:, -1]
         full = tiny_smoltolk(torch.cat([prompt, step], 1)).logits[:, -1]
     assert_same_logits(cached, full, atol=1e-5)
+
+
+def test_input_adapter_falls_back_to_sdpa_for_mask_blind_attention(tiny_smoltolk):
+    """Flash attention cannot take the per-span mask: any such implementation runs the input adapter with sdpa."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register("sdpa_alias", sdpa_attention_forward)
+    AttentionMaskInterface.register("sdpa_alias", sdpa_mask)
+    ids = mixed_ids(tiny_smoltolk.config)
+    with torch.no_grad():
+        reference = tiny_smoltolk(ids).logits
+        tiny_smoltolk.set_attn_implementation("sdpa_alias")
+        aliased = tiny_smoltolk(ids).logits
+    assert tiny_smoltolk.model.input_adapter[0].self_attn.config._attn_implementation == "sdpa"
+    assert tiny_smoltolk.model.layers[0].self_attn.config._attn_implementation == "sdpa_alias"
+    assert_same_logits(reference, aliased, atol=1e-6)

@@ -16,6 +16,7 @@ Only relative imports of this package are used so that `save_pretrained` can shi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,9 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_smoltolk import SmolTolkConfig
 
 logger = logging.get_logger(__name__)
+
+# Attention implementations that accept an arbitrary mask; the input adapter's per-span mask needs one.
+_ARBITRARY_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
 
 
 @dataclass
@@ -193,9 +197,12 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
         d, num_layers = config.hidden_size, config.num_hidden_layers
         self.marker_embed = nn.Embedding(2, d)  # <|text|>, <|speech|>: text-side inputs, never targets
         self.speech_embed_tokens = nn.Embedding(config.speech_vocab_size, d)  # units, eos, pad; tied speech head
+        # The input adapter has a config of its own so that it can fall back to sdpa when the model runs with
+        # flash attention, which cannot take the per-span mask (see `_sync_input_adapter_attention`).
+        self.input_adapter_config = copy.copy(config)
         # Adapter layers get cache slots after the backbone's: backbone layer l keeps layer_idx l.
         self.input_adapter = nn.ModuleList(
-            [LlamaDecoderLayer(config, num_layers + i) for i in range(config.num_input_adapter_layers)]
+            [LlamaDecoderLayer(self.input_adapter_config, num_layers + i) for i in range(config.num_input_adapter_layers)]
         )
         self.layer_pooling = SmolTolkLayerPooling(config) if config.use_layer_pooling else None
         first_out_idx = num_layers + config.num_input_adapter_layers
@@ -242,6 +249,14 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
                 f"{type(cache).__name__} with {len(cache.layers)} fixed layers; use a DynamicCache."
             )
         cache.layers.extend(DynamicLayer() for _ in range(needed - len(cache.layers)))
+
+    def _sync_input_adapter_attention(self) -> None:
+        """The input adapter follows the model's attention implementation, except flash attention (-> sdpa)."""
+        implementation = self.config._attn_implementation
+        if implementation not in _ARBITRARY_MASK_IMPLEMENTATIONS:
+            implementation = "sdpa"
+        if self.input_adapter_config._attn_implementation != implementation:
+            self.input_adapter_config._attn_implementation = implementation
 
     @capture_outputs
     def forward(
@@ -306,8 +321,9 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
             def within_speech_span(batch_idx, head_idx, q_idx, kv_idx):
                 return kv_idx >= starts[batch_idx, q_idx - past_length]
 
+            self._sync_input_adapter_attention()
             span_mask = create_causal_mask(
-                config=self.config,
+                config=self.input_adapter_config,
                 inputs_embeds=z,
                 attention_mask=attention_mask,
                 past_key_values=past_key_values,
