@@ -2,7 +2,6 @@
 
 import json
 import os
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -42,7 +41,7 @@ def loaded(converted):
 
 @pytest.mark.slow
 def test_cached_model_has_smollm_135m_shapes(converted, loaded):
-    model, tokenizer = loaded
+    model, _ = loaded
     config = model.config
     assert converted.path == converted.cache_root / "smollm2-135m-instruct"
     assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (30, 576, 1536)
@@ -59,7 +58,7 @@ def test_cached_model_has_smollm_135m_shapes(converted, loaded):
 
 @pytest.mark.slow
 def test_cached_config_is_clean(converted, loaded):
-    model, tokenizer = loaded
+    _, tokenizer = loaded
     saved = json.loads((converted.path / "config.json").read_text())
     assert saved["architectures"] == ["LlamaForCausalLM"]
     assert saved["rope_parameters"] == {"rope_type": "default", "rope_theta": 100000.0}

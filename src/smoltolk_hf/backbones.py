@@ -164,9 +164,7 @@ def _load_gguf(gguf_path: Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBa
     return model, tokenizer
 
 
-def _clean_config(
-    gguf_config: LlamaConfig, tokenizer: PreTrainedTokenizerBase
-) -> tuple[LlamaConfig, list[str]]:
+def _clean_config(gguf_config: LlamaConfig, tokenizer: PreTrainedTokenizerBase) -> tuple[LlamaConfig, list[str]]:
     """Build a plain `LlamaConfig` from a GGUF-derived one, returning it with a list of the fixes made.
 
     GGUF loading leaves `quantization_config`, `architectures=None`, stray GGUF metadata
@@ -189,7 +187,9 @@ def _clean_config(
             fixes.append(f"{name} {getattr(gguf_config, name)} -> {special_ids[name]} (from the tokenizer)")
     if not gguf_config.tie_word_embeddings:
         fixes.append("tie_word_embeddings False -> True (GGUF has no separate output matrix)")
-    dropped = [name for name in ("quantization_config", "_model_name_or_path", "unk_token_id") if hasattr(gguf_config, name)]
+    dropped = [
+        name for name in ("quantization_config", "_model_name_or_path", "unk_token_id") if hasattr(gguf_config, name)
+    ]
     if dropped:
         fixes.append(f"dropped GGUF leftovers {dropped}")
     if gguf_config.architectures != ["LlamaForCausalLM"]:
