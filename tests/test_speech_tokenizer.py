@@ -58,13 +58,19 @@ def _speech_at_16k(path: str) -> np.ndarray:
     return resample_poly(wave, 320, 441).astype(np.float32)
 
 
-def _hubert_tokenizer(norm: str, audio, layer: int = 2, **kwargs) -> SpeechTokenizer:
+def _hubert_tokenizer(norm: str, audio, layer: int = 1, **kwargs) -> SpeechTokenizer:
     return SpeechTokenizer.train(audio, N_UNITS, HubertFrontEnd(tiny_hubert(norm), layer=layer), **kwargs)
 
 
+@pytest.fixture(scope="module")
+def hubert_tokenizers(speech_corpus):
+    """A codebook per HuBERT kind, fitted on real speech (fitted once: k-means dominates test time)."""
+    return {norm: _hubert_tokenizer(norm, speech_corpus) for norm in ("group", "layer")}
+
+
 @pytest.mark.parametrize("norm", ["group", "layer"])
-def test_units_match_direct_computation(speech_corpus, norm):
-    tokenizer = _hubert_tokenizer(norm, speech_corpus, layer=1)
+def test_units_match_direct_computation(speech_corpus, hubert_tokenizers, norm):
+    tokenizer = hubert_tokenizers[norm]
     model = tokenizer.frontend.model
     units, durations = tokenizer(speech_corpus, return_durations=True)
     for path, got, got_durations in zip(speech_corpus, units, durations):
@@ -80,10 +86,10 @@ def test_units_match_direct_computation(speech_corpus, norm):
 
 
 @pytest.mark.parametrize("norm", ["group", "layer"])
-def test_batch_equals_one_by_one(speech_corpus, norm):
+def test_batch_equals_one_by_one(speech_corpus, hubert_tokenizers, norm):
     rng = np.random.default_rng(0)
     audio = speech_corpus + [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (400, 7_777, 20_000)]
-    tokenizer = _hubert_tokenizer(norm, audio)
+    tokenizer = hubert_tokenizers[norm]
     batched = tokenizer(audio, deduplicate=False, batch_size=4)
     for item, units in zip(audio, batched):
         np.testing.assert_array_equal(units, tokenizer(item, deduplicate=False))
@@ -99,8 +105,8 @@ def test_frame_rate_follows_conv_strides():
     assert MfccFrontEnd().frame_rate == 25.0
 
 
-def test_resampling_and_channels(speech_corpus, tmp_path):
-    tokenizer = _hubert_tokenizer("group", speech_corpus[:1])
+def test_resampling_and_channels(speech_corpus, hubert_tokenizers, tmp_path):
+    tokenizer = hubert_tokenizers["group"]
     path = speech_corpus[0]
     wave, rate = sf.read(path, dtype="float32")
     assert rate == 22050
@@ -132,10 +138,9 @@ def test_int16_pcm_is_scaled():
 def test_save_load_round_trip(tmp_path, frontend):
     rng = np.random.default_rng(0)
     audio = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16_000, 24_000)]
-    if frontend == "hubert":
-        tokenizer = _hubert_tokenizer("layer", audio, max_chunk_seconds=30.0, deduplicate=False)
-    else:
-        tokenizer = SpeechTokenizer.train(audio, N_UNITS, MfccFrontEnd(), deduplicate=False)
+    frontend = HubertFrontEnd(tiny_hubert("layer"), layer=2) if frontend == "hubert" else MfccFrontEnd()
+    centroids = rng.standard_normal((N_UNITS, frontend.feature_dim))
+    tokenizer = SpeechTokenizer(centroids, frontend, max_chunk_seconds=30.0, deduplicate=False)
     tokenizer.save_pretrained(tmp_path)
     loaded = SpeechTokenizer.from_pretrained(tmp_path)
     assert loaded.to_config() == tokenizer.to_config()
@@ -145,8 +150,8 @@ def test_save_load_round_trip(tmp_path, frontend):
         np.testing.assert_array_equal(got, expected)
 
 
-def test_chunking_only_over_the_limit(speech_corpus):
-    tokenizer = _hubert_tokenizer("layer", speech_corpus[:1])
+def test_chunking_only_over_the_limit(speech_corpus, hubert_tokenizers):
+    tokenizer = hubert_tokenizers["layer"]
     wave = _speech_at_16k(speech_corpus[0])
     seconds = len(wave) / 16_000
     whole = tokenizer(wave, deduplicate=False)
