@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import NamedTuple, Protocol
 
 import datasets
@@ -53,6 +54,11 @@ class TextTokenizer(Protocol):
     eos_token_id: int | None
 
     def __call__(self, text: list[str], add_special_tokens: bool = ...) -> dict: ...
+
+
+def _plain_layout(layout: TokenLayout) -> TokenLayout:
+    """A copy of `layout` with plain int attributes: config properties are slow to read in hot loops."""
+    return SimpleNamespace(**{name: int(getattr(layout, name)) for name in TokenLayout.__annotations__})
 
 
 def labels_from_ids(input_ids: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
@@ -140,7 +146,7 @@ class PackedSampleBuilder:
             raise ValueError(f"{type(self).__name__} got an empty dataset.")
         if context_length < len(self.prefix) + 1:
             raise ValueError(f"context_length={context_length} is too short for one sample (needs >= {len(self.prefix) + 1}).")
-        self.layout = layout
+        self.layout = _plain_layout(layout)
         self.context_length = context_length
         self._rows = dataset.select_columns(list(self.columns)).with_format("arrow")
         lengths = self._document_lengths(self._rows)
@@ -149,8 +155,9 @@ class PackedSampleBuilder:
         if self.size == 0:
             raise ValueError(f"{type(self).__name__} got a dataset with no usable documents.")
         self._usable = lengths > 0
-        # Rows read per block: about what one sample needs, so little is encoded and thrown away.
-        self._block_rows = min(64, math.ceil(context_length * len(lengths) / self.size) + 1)
+        # Ids encoded and rows read so far, with a one-row prior of one id per length unit. Blocks are
+        # sized from this rate so that little is encoded and thrown away; they never change a sample.
+        self._ids_read, self._rows_read = self.size / len(lengths), 1
 
     def _document_lengths(self, rows: datasets.Dataset) -> np.ndarray:
         """Length of each document in the units `start` positions are drawn in; 0 marks a skipped row."""
@@ -168,12 +175,14 @@ class PackedSampleBuilder:
         start = position - (int(self._cumulative[row - 1]) if row else 0)
         pieces, filled = [np.array(self.prefix, dtype=np.int64)], len(self.prefix)
         while filled < self.context_length:  # every usable row adds >= 1 id, so this ends
-            stop = min(row + self._block_rows, len(self._usable))
+            needed_rows = math.ceil((self.context_length - filled) * self._rows_read / self._ids_read) + 1
+            stop = min(row + min(needed_rows, 64), len(self._usable))
             usable = self._usable[row:stop]
             if usable.any():
                 rows = self._rows[row:stop]
                 pieces.append(self._encode(rows if usable.all() else rows.filter(pa.array(usable)), start, rng))
                 filled += len(pieces[-1])
+                self._ids_read, self._rows_read = self._ids_read + len(pieces[-1]), self._rows_read + stop - row
                 start = 0
             row = stop % len(self._usable)
         input_ids = torch.from_numpy(np.concatenate(pieces)[: self.context_length])
