@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,6 @@ import soundfile as sf
 from smoltolk_hf.data import prepare
 from smoltolk_hf.data.prepare import UNIT_DATASET_COLUMNS, read_audio_source, tokenize_audio_dataset
 from smoltolk_hf.tokenization_speech import MfccFrontEnd, SpeechTokenizer
-
 
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or not os.path.exists("/usr/share/games/fortunes/fortunes"),
@@ -30,7 +30,7 @@ def corpus(tmp_path_factory):
 def test_corpus_is_word_aligned_and_deterministic(corpus, tmp_path):
     from smoltolk_hf.data.corpus import synthesize_corpus
 
-    rows = [json.loads(line) for line in open(corpus)]
+    rows = [json.loads(line) for line in Path(corpus).read_text().splitlines()]
     assert len(rows) == 5 and len({r["text"] for r in rows}) == 5
     for row in rows:
         wave, rate = sf.read(os.path.join(os.path.dirname(corpus), row["audio"]))
@@ -42,8 +42,9 @@ def test_corpus_is_word_aligned_and_deterministic(corpus, tmp_path):
         # espeak-ng closes a sentence with a pause: the last word ends before the audio does.
         assert ends[-1] < len(wave) / rate
     again = synthesize_corpus(tmp_path, 2, seed=3)
-    assert open(again).read().splitlines() == open(corpus).read().splitlines()[:2]
-    assert open(os.path.join(tmp_path, rows[1]["audio"]), "rb").read() == open(os.path.join(os.path.dirname(corpus), rows[1]["audio"]), "rb").read()
+    assert Path(again).read_text().splitlines() == Path(corpus).read_text().splitlines()[:2]
+    wav = rows[1]["audio"]
+    assert (tmp_path / wav).read_bytes() == (Path(corpus).parent / wav).read_bytes()
 
 
 def test_tokenize_dataset_columns_and_resume(corpus, tmp_path, monkeypatch):
@@ -74,7 +75,9 @@ def test_folder_and_csv_sources(corpus, tmp_path):
     rows = read_audio_source(folder)
     assert [r["id"] for r in rows] == [f"utt00000{i}" for i in range(5)] and all("text" not in r for r in rows)
     csv_path = tmp_path / "manifest.csv"
-    csv_path.write_text(f"audio,text,words,word_end_times\n{os.path.join(folder, 'utt000000.wav')},hi there,hi there,0.2 0.5\n")
+    csv_path.write_text(
+        f"audio,text,words,word_end_times\n{os.path.join(folder, 'utt000000.wav')},hi there,hi there,0.2 0.5\n"
+    )
     (row,) = read_audio_source(csv_path)
     assert row["words"] == ["hi", "there"] and row["word_end_times"] == [0.2, 0.5] and row["id"].endswith("utt000000")
     csv_path.write_text("audio,words,word_end_times\nx.wav,hi there,0.2\n")

@@ -10,7 +10,6 @@ from smoltolk_hf.configuration_smoltolk import SmolTolkConfig
 from smoltolk_hf.processing_smoltolk import SmolTolkProcessor
 from smoltolk_hf.tokenization_speech import MfccFrontEnd, SpeechTokenizer
 
-
 N_UNITS = 12
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -25,9 +24,13 @@ def byte_level_tokenizer(bos: bool = False) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
     tokenizer.train_from_iterator(SENTENCES, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", bos_token="<s>" if bos else None)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|endoftext|>", bos_token="<s>" if bos else None
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,12 @@ def test_text_bos_starts_every_sequence(speech_tokenizer):
 @pytest.mark.parametrize("first", ["text", "speech"])
 def test_decode_inverts_encode(processor, speech_tokenizer, first):
     audio = _audio(1.0, seed=1)
-    segments = [("text", "the quick brown fox"), ("speech", audio), ("text", " how are you today?"), ("speech", np.array([5, 2, 2, 7]))]
+    segments = [
+        ("text", "the quick brown fox"),
+        ("speech", audio),
+        ("text", " how are you today?"),
+        ("speech", np.array([5, 2, 2, 7])),
+    ]
     if first == "speech":
         segments = segments[1:] + segments[:1]
     expected = [(m, speech_tokenizer(c) if m == "speech" and c.dtype == np.float32 else c) for m, c in segments]
@@ -104,7 +112,9 @@ def test_batch_padding_and_tensors(processor, speech_tokenizer, padding_side):
         fill = len(row) - len(single)
         pad = [processor.pad_token_id] * fill
         assert row == (single + pad if padding_side == "right" else pad + single)
-        assert row_mask == ([1] * len(single) + [0] * fill if padding_side == "right" else [0] * fill + [1] * len(single))
+        assert row_mask == (
+            [1] * len(single) + [0] * fill if padding_side == "right" else [0] * fill + [1] * len(single)
+        )
     decoded = processor.batch_decode(ids)
     for segments, a in zip(decoded, audio):
         _assert_segments_equal(segments, [("speech", speech_tokenizer(a))])
@@ -117,8 +127,14 @@ def test_batch_padding_and_tensors(processor, speech_tokenizer, padding_side):
 def test_interleaved_batch_tokenizes_audio_once(processor, speech_tokenizer, monkeypatch):
     calls = []
     original = SpeechTokenizer.__call__
-    monkeypatch.setattr(SpeechTokenizer, "__call__", lambda self, audio, **kw: calls.append(len(audio)) or original(self, audio, **kw))
-    batch = [[("speech", _audio(0.5, 4)), ("text", "hello")], [("text", "world"), ("speech", torch.tensor([1, 2]))], [("speech", _audio(0.7, 5))]]
+    monkeypatch.setattr(
+        SpeechTokenizer, "__call__", lambda self, audio, **kw: calls.append(len(audio)) or original(self, audio, **kw)
+    )
+    batch = [
+        [("speech", _audio(0.5, 4)), ("text", "hello")],
+        [("text", "world"), ("speech", torch.tensor([1, 2]))],
+        [("speech", _audio(0.7, 5))],
+    ]
     out = processor(segments=batch)
     assert calls == [2] and len(out["input_ids"]) == 3
 

@@ -14,7 +14,6 @@ from transformers import HubertConfig, HubertModel
 
 from smoltolk_hf.tokenization_speech import HubertFrontEnd, MfccFrontEnd, SpeechTokenizer, deduplicate_units
 
-
 N_UNITS = 16
 
 
@@ -117,19 +116,26 @@ def test_resampling_and_channels(speech_corpus, hubert_tokenizers, tmp_path):
     # 8 kHz input: same units as that audio upsampled to 16 kHz, and about as many frames as the original.
     narrow = resample_poly(wave, 80, 221).astype(np.float32)
     units_8k = tokenizer(narrow, sampling_rate=8000, deduplicate=False)
-    np.testing.assert_array_equal(units_8k, tokenizer(resample_poly(narrow, 2, 1).astype(np.float32), deduplicate=False))
+    np.testing.assert_array_equal(
+        units_8k, tokenizer(resample_poly(narrow, 2, 1).astype(np.float32), deduplicate=False)
+    )
     assert abs(len(units_8k) - len(tokenizer(path, deduplicate=False))) <= 1
     # Stereo files and (channels, samples) / (samples, channels) arrays are mixed down.
     stereo = np.stack([wave, 0.5 * wave], axis=1)
     sf.write(tmp_path / "stereo.flac", stereo, rate)
     mono = tokenizer(stereo.mean(axis=1), sampling_rate=rate)
-    np.testing.assert_array_equal(tokenizer(str(tmp_path / "stereo.flac")), tokenizer(sf.read(tmp_path / "stereo.flac", dtype="float32")[0].mean(1), sampling_rate=rate))
+    np.testing.assert_array_equal(
+        tokenizer(str(tmp_path / "stereo.flac")),
+        tokenizer(sf.read(tmp_path / "stereo.flac", dtype="float32")[0].mean(1), sampling_rate=rate),
+    )
     np.testing.assert_array_equal(tokenizer(stereo, sampling_rate=rate), mono)
     np.testing.assert_array_equal(tokenizer(stereo.T, sampling_rate=rate), mono)
 
 
 def test_int16_pcm_is_scaled():
-    tokenizer = SpeechTokenizer.train([np.random.default_rng(0).uniform(-0.5, 0.5, 16_000).astype(np.float32)], N_UNITS, MfccFrontEnd())
+    tokenizer = SpeechTokenizer.train(
+        [np.random.default_rng(0).uniform(-0.5, 0.5, 16_000).astype(np.float32)], N_UNITS, MfccFrontEnd()
+    )
     pcm = (np.random.default_rng(1).uniform(-0.5, 0.5, 16_000) * 32768).astype(np.int16)
     np.testing.assert_array_equal(tokenizer(pcm), tokenizer(pcm.astype(np.float32) / 32768))
 
@@ -176,7 +182,11 @@ def test_kmeans_file_import_needs_opt_in(tmp_path):
     tokenizer = SpeechTokenizer.from_kmeans_file(tmp_path / "km.bin", frontend, allow_pickle=True)
     np.testing.assert_array_equal(tokenizer.centroids.numpy(), kmeans.cluster_centers_.astype(np.float32))
     tokenizer.save_pretrained(tmp_path / "converted")
-    assert sorted(os.listdir(tmp_path / "converted")) == ["centroids.safetensors", "hubert", "speech_tokenizer_config.json"]
+    assert sorted(os.listdir(tmp_path / "converted")) == [
+        "centroids.safetensors",
+        "hubert",
+        "speech_tokenizer_config.json",
+    ]
     with pytest.raises(ValueError, match="dimension 32 .* 20-dimensional"):
         SpeechTokenizer.from_kmeans_file(tmp_path / "km.bin", MfccFrontEnd(), allow_pickle=True)
 

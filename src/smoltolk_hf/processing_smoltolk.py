@@ -19,14 +19,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 
 from .tokenization_speech import SpeechTokenizer
-
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 SPEECH_TOKENIZER_SUBFOLDER = "speech_tokenizer"
@@ -40,8 +39,10 @@ def _is_int_sequence(value: Any) -> bool:
         return value.ndim == 1 and not value.dtype.is_floating_point and value.dtype != torch.bool
     if isinstance(value, np.ndarray):
         return value.ndim == 1 and np.issubdtype(value.dtype, np.integer)
-    return isinstance(value, (list, tuple)) and len(value) > 0 and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
     )
 
 
@@ -85,7 +86,7 @@ class SmolTolkProcessor:
     @classmethod
     def from_config(
         cls, tokenizer: PreTrainedTokenizerBase, speech_tokenizer: SpeechTokenizer | None, config: Any
-    ) -> "SmolTolkProcessor":
+    ) -> SmolTolkProcessor:
         """Takes the id layout from a model config (`vocab_size`, `num_speech_units`)."""
         return cls(tokenizer, speech_tokenizer, vocab_size=config.vocab_size, num_speech_units=config.num_speech_units)
 
@@ -164,18 +165,24 @@ class SmolTolkProcessor:
             `BatchFeature` with `input_ids` and `attention_mask`; unbatched lists for a single
             input without `return_tensors`.
         """
-        given = {name: value for name, value in (("text", text), ("audio", audio), ("units", units), ("segments", segments)) if value is not None}
+        given = {
+            name: value
+            for name, value in (("text", text), ("audio", audio), ("units", units), ("segments", segments))
+            if value is not None
+        }
         if len(given) != 1:
             raise ValueError(f"pass exactly one of text, audio, units or segments (got {sorted(given) or 'none'})")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        (kind, value), = given.items()
+        ((kind, value),) = given.items()
         if kind == "text":
             is_batch = not isinstance(value, str)
             batch = [[("text", t)] for t in (value if is_batch else [value])]
         elif kind == "audio":
             is_batch = isinstance(value, (list, tuple))
-            batch = [[("speech", u)] for u in self._tokenize_audio(list(value) if is_batch else [value], sampling_rate)]
+            batch = [
+                [("speech", u)] for u in self._tokenize_audio(list(value) if is_batch else [value], sampling_rate)
+            ]
         elif kind == "units":
             is_batch = not _is_int_sequence(value)
             batch = [[("speech", u)] for u in (value if is_batch else [value])]
@@ -211,7 +218,9 @@ class SmolTolkProcessor:
     def _tokenize_speech_segments(self, batch: list[list[Segment]], sampling_rate: int | None) -> list[list[Segment]]:
         """Replaces audio in speech segments by units, running the speech tokenizer once for the batch."""
         positions = [
-            (i, j) for i, sample in enumerate(batch) for j, (modality, content) in enumerate(sample)
+            (i, j)
+            for i, sample in enumerate(batch)
+            for j, (modality, content) in enumerate(sample)
             if modality == "speech" and not _is_int_sequence(content)
         ]
         if positions:
@@ -256,7 +265,9 @@ class SmolTolkProcessor:
 
     # --- decoding ------------------------------------------------------------------------------
 
-    def decode(self, token_ids: Sequence[int] | np.ndarray | torch.Tensor, skip_special_tokens: bool = True) -> list[Segment]:
+    def decode(
+        self, token_ids: Sequence[int] | np.ndarray | torch.Tensor, skip_special_tokens: bool = True
+    ) -> list[Segment]:
         """Joint ids -> `[("text", str) | ("speech", unit ids in [0, N)), ...]`.
 
         Markers, speech pads and speech EOS are dropped (a speech EOS still ends its segment);
@@ -307,7 +318,7 @@ class SmolTolkProcessor:
             json.dump({"processor_class": type(self).__name__, **self._id_layout()}, f, indent=2)
 
     @classmethod
-    def from_pretrained(cls, pretrained_path: str | os.PathLike, **hub_kwargs: Any) -> "SmolTolkProcessor":
+    def from_pretrained(cls, pretrained_path: str | os.PathLike, **hub_kwargs: Any) -> SmolTolkProcessor:
         """Loads a folder written by `save_pretrained` or a Hub repo id (via `snapshot_download`)."""
         directory = os.fspath(pretrained_path)
         if not os.path.isdir(directory):
@@ -325,5 +336,7 @@ class SmolTolkProcessor:
         )
         mismatched = {k: v for k, v in processor._id_layout().items() if config.get(k, v) != v}
         if mismatched:
-            raise ValueError(f"{PROCESSOR_CONFIG_NAME} ids disagree with the layout derived from its sizes: {mismatched}")
+            raise ValueError(
+                f"{PROCESSOR_CONFIG_NAME} ids disagree with the layout derived from its sizes: {mismatched}"
+            )
         return processor

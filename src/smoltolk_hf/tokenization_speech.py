@@ -12,7 +12,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -24,14 +24,13 @@ from tqdm.auto import tqdm
 from transformers import HubertModel
 from transformers.audio_utils import mel_filter_bank, spectrogram, window_function
 
-
 SAMPLING_RATE = 16000
 CONFIG_NAME = "speech_tokenizer_config.json"
 CENTROIDS_NAME = "centroids.safetensors"
 HUBERT_SUBFOLDER = "hubert"
 
-AudioItem = Union[np.ndarray, torch.Tensor, str, os.PathLike]
-AudioInput = Union[AudioItem, Sequence[AudioItem]]
+AudioItem = np.ndarray | torch.Tensor | str | os.PathLike
+AudioInput = AudioItem | Sequence[AudioItem]
 
 # Integer PCM is scaled to [-1, 1) by the full scale of its type.
 _PCM_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
@@ -83,7 +82,7 @@ class HubertFrontEnd:
     def device(self) -> torch.device:
         return self.model.device
 
-    def to(self, device: str | torch.device) -> "HubertFrontEnd":
+    def to(self, device: str | torch.device) -> HubertFrontEnd:
         self.model.to(device)
         return self
 
@@ -108,11 +107,15 @@ class HubertFrontEnd:
             convs = [padded[i, : self.num_frames(len(x))] for i, x in enumerate(inputs)]
         lengths = [len(c) for c in convs]
         conv = torch.nn.utils.rnn.pad_sequence(convs, batch_first=True)
-        frame_mask = torch.arange(conv.shape[1], device=self.device)[None] < torch.tensor(lengths, device=self.device)[:, None]
+        frame_mask = (
+            torch.arange(conv.shape[1], device=self.device)[None] < torch.tensor(lengths, device=self.device)[:, None]
+        )
 
         captured = {}
         hook = model.encoder.layers[self.layer - 1].register_forward_hook(
-            lambda module, args, output: captured.__setitem__("hidden", output[0] if isinstance(output, tuple) else output)
+            lambda module, args, output: captured.__setitem__(
+                "hidden", output[0] if isinstance(output, tuple) else output
+            )
         )
         try:
             # Right padding is exact for the encoder: padded frames are zeroed before the
@@ -135,7 +138,7 @@ class HubertFrontEnd:
         self.model.save_pretrained(os.path.join(directory, HUBERT_SUBFOLDER))
 
     @classmethod
-    def load(cls, directory: str, config: dict[str, Any]) -> "HubertFrontEnd":
+    def load(cls, directory: str, config: dict[str, Any]) -> HubertFrontEnd:
         model = HubertModel.from_pretrained(os.path.join(directory, HUBERT_SUBFOLDER))
         return cls(model, layer=config["layer"], normalize=config["normalize_audio"])
 
@@ -151,10 +154,18 @@ class MfccFrontEnd:
 
     kind = "mfcc"
 
-    def __init__(self, hop_length: int = 640, win_length: int = 800, n_fft: int = 1024, n_mels: int = 80, n_mfcc: int = 20):
+    def __init__(
+        self, hop_length: int = 640, win_length: int = 800, n_fft: int = 1024, n_mels: int = 80, n_mfcc: int = 20
+    ):
         if not hop_length <= win_length <= n_fft:
             raise ValueError(f"need hop_length <= win_length <= n_fft, got {hop_length}, {win_length}, {n_fft}")
-        self.hop_length, self.win_length, self.n_fft, self.n_mels, self.n_mfcc = hop_length, win_length, n_fft, n_mels, n_mfcc
+        self.hop_length, self.win_length, self.n_fft, self.n_mels, self.n_mfcc = (
+            hop_length,
+            win_length,
+            n_fft,
+            n_mels,
+            n_mfcc,
+        )
         self._window = window_function(win_length, "hann", frame_length=n_fft)
         self._mel_filters = mel_filter_bank(
             num_frequency_bins=n_fft // 2 + 1,
@@ -183,7 +194,7 @@ class MfccFrontEnd:
     def device(self) -> torch.device:
         return self._device
 
-    def to(self, device: str | torch.device) -> "MfccFrontEnd":
+    def to(self, device: str | torch.device) -> MfccFrontEnd:
         self._device = torch.device(device)
         return self
 
@@ -221,11 +232,11 @@ class MfccFrontEnd:
         """Nothing to save beyond the config."""
 
     @classmethod
-    def load(cls, directory: str, config: dict[str, Any]) -> "MfccFrontEnd":
+    def load(cls, directory: str, config: dict[str, Any]) -> MfccFrontEnd:
         return cls(**{k: config[k] for k in ("hop_length", "win_length", "n_fft", "n_mels", "n_mfcc")})
 
 
-FrontEnd = Union[HubertFrontEnd, MfccFrontEnd]
+FrontEnd = HubertFrontEnd | MfccFrontEnd
 _FRONT_ENDS = {HubertFrontEnd.kind: HubertFrontEnd, MfccFrontEnd.kind: MfccFrontEnd}
 
 
@@ -250,7 +261,7 @@ def load_audio(item: AudioItem, sampling_rate: int | None = None) -> np.ndarray:
     elif isinstance(item, np.ndarray):
         wave = item
     else:
-        raise ValueError(f"audio must be a path, numpy array or torch tensor, got {type(item).__name__}")
+        raise ValueError(f"audio must be a path, numpy array or torch tensor, got {type(item).__name__}")  # noqa: TRY004 (all bad input is a ValueError naming its batch index)
 
     if wave.dtype in _PCM_SCALE:
         wave = wave.astype(np.float32) / _PCM_SCALE[wave.dtype]
@@ -351,7 +362,7 @@ class SpeechTokenizer:
     def device(self) -> torch.device:
         return self.centroids.device
 
-    def to(self, device: str | torch.device) -> "SpeechTokenizer":
+    def to(self, device: str | torch.device) -> SpeechTokenizer:
         self.frontend.to(device)
         self.centroids = self.centroids.to(device)
         return self
@@ -394,7 +405,9 @@ class SpeechTokenizer:
     def extract_features(self, audio: AudioInput, sampling_rate: int | None = None, batch_size: int = 8) -> Any:
         """Front-end features `[frames, feature_dim]` (float32, on the tokenizer's device) per input."""
         is_batch = _is_batch(audio)
-        features = self._encode(self._load_batch(audio if is_batch else [audio], sampling_rate), batch_size, False, False)
+        features = self._encode(
+            self._load_batch(audio if is_batch else [audio], sampling_rate), batch_size, False, False
+        )
         return features if is_batch else features[0]
 
     def quantize(self, features: torch.Tensor) -> torch.Tensor:
@@ -472,7 +485,7 @@ class SpeechTokenizer:
     @classmethod
     def from_pretrained(
         cls, pretrained_path: str | os.PathLike, device: str | torch.device | None = None, **hub_kwargs: Any
-    ) -> "SpeechTokenizer":
+    ) -> SpeechTokenizer:
         """Loads from a folder written by `save_pretrained`, or a Hub repo id (via `snapshot_download`)."""
         directory = os.fspath(pretrained_path)
         if not os.path.isdir(directory):
@@ -485,13 +498,15 @@ class SpeechTokenizer:
             raise ValueError(f"unknown speech tokenizer front end {config.get('frontend')!r} in {directory}")
         frontend = _FRONT_ENDS[config["frontend"]].load(directory, config)
         centroids = load_file(os.path.join(directory, CENTROIDS_NAME))["centroids"]
-        tokenizer = cls(centroids, frontend, deduplicate=config["deduplicate"], max_chunk_seconds=config["max_chunk_seconds"])
+        tokenizer = cls(
+            centroids, frontend, deduplicate=config["deduplicate"], max_chunk_seconds=config["max_chunk_seconds"]
+        )
         return tokenizer.to(device) if device is not None else tokenizer
 
     @classmethod
     def from_kmeans_file(
         cls, kmeans_path: str | os.PathLike, frontend: FrontEnd, allow_pickle: bool = False, **kwargs: Any
-    ) -> "SpeechTokenizer":
+    ) -> SpeechTokenizer:
         """Imports a textlesslib / fairseq k-means model (a joblib-pickled sklearn `KMeans`).
 
         Unpickling runs arbitrary code from the file, so it needs `allow_pickle=True`; call
@@ -519,7 +534,7 @@ class SpeechTokenizer:
         batch_size: int = 8,
         seed: int = 0,
         **kwargs: Any,
-    ) -> "SpeechTokenizer":
+    ) -> SpeechTokenizer:
         """Fits a new codebook: MiniBatchKMeans with `n_units` clusters on the front end's features.
 
         Args:

@@ -24,8 +24,11 @@ from collections.abc import Sequence
 import numpy as np
 import soundfile as sf
 
-
-FORTUNE_FILES = ("/usr/share/games/fortunes/fortunes", "/usr/share/games/fortunes/literature", "/usr/share/games/fortunes/riddles")
+FORTUNE_FILES = (
+    "/usr/share/games/fortunes/fortunes",
+    "/usr/share/games/fortunes/literature",
+    "/usr/share/games/fortunes/riddles",
+)
 MANIFEST_NAME = "manifest.jsonl"
 
 # espeak_lib.h constants
@@ -69,9 +72,18 @@ class EspeakSynthesizer:
             raise RuntimeError("libespeak-ng not found: install the Debian package `espeak-ng`")
         self._lib = ctypes.CDLL(path)
         self._lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
         ]
-        self.sampling_rate = self._lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_PHONEME_EVENTS)
+        self.sampling_rate = self._lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_PHONEME_EVENTS
+        )
         if self.sampling_rate <= 0:
             raise RuntimeError("espeak_Initialize failed")
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
@@ -87,7 +99,9 @@ class EspeakSynthesizer:
         i = 0
         while events[i].type != _EVENT_LIST_TERMINATED:
             e = events[i]
-            self._events.append((e.type, e.text_position, e.length, e.sample, e.id.string if e.type == _EVENT_PHONEME else b""))
+            self._events.append(
+                (e.type, e.text_position, e.length, e.sample, e.id.string if e.type == _EVENT_PHONEME else b"")
+            )
             i += 1
         return 0
 
@@ -174,7 +188,9 @@ def synthesize_corpus(
     return os.path.join(out_dir, MANIFEST_NAME)
 
 
-def _write_corpus(out_dir: str, n_utterances: int, seed: int, sentences_per_utterance: Sequence[int], voice: str) -> None:
+def _write_corpus(
+    out_dir: str, n_utterances: int, seed: int, sentences_per_utterance: Sequence[int], voice: str
+) -> None:
     os.makedirs(os.path.join(out_dir, "wav"), exist_ok=True)
     rng = random.Random(seed)
     sentences = fortune_sentences()
@@ -186,7 +202,13 @@ def _write_corpus(out_dir: str, n_utterances: int, seed: int, sentences_per_utte
             utterance_id = f"utt{index:06d}"
             audio = os.path.join("wav", f"{utterance_id}.wav")
             sf.write(os.path.join(out_dir, audio), wave, sampling_rate, subtype="PCM_16")
-            row = {"id": utterance_id, "audio": audio, "text": text, "words": words, "word_end_times": [round(t, 5) for t in ends]}
+            row = {
+                "id": utterance_id,
+                "audio": audio,
+                "text": text,
+                "words": words,
+                "word_end_times": [round(t, 5) for t in ends],
+            }
             f.write(json.dumps(row) + "\n")
 
 

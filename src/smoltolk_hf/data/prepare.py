@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 
 from ..tokenization_speech import SpeechTokenizer
 
-
 UNIT_DATASET_COLUMNS = ("id", "units", "durations", "text", "words", "word_end_times", "frame_rate")
 UNIT_DATASET_FEATURES = Features(
     {
@@ -98,7 +97,9 @@ def read_audio_source(source: str | os.PathLike) -> list[dict[str, Any]]:
 
 def _tokenize_rows(rows: list[dict[str, Any]], speech_tokenizer: SpeechTokenizer, batch_size: int) -> Dataset:
     try:
-        units, durations = speech_tokenizer([row["audio"] for row in rows], return_durations=True, batch_size=batch_size)
+        units, durations = speech_tokenizer(
+            [row["audio"] for row in rows], return_durations=True, batch_size=batch_size
+        )
     except ValueError as error:
         raise ValueError(f"{error} (audio files: {rows[0]['audio']} ... {rows[-1]['audio']})") from error
     columns = {
@@ -122,7 +123,9 @@ def _init_worker(tokenizer_path: str, num_threads: int) -> None:
     _worker_tokenizer = SpeechTokenizer.from_pretrained(tokenizer_path)
 
 
-def _run_shard(rows: list[dict[str, Any]], batch_size: int, shard_path: str, speech_tokenizer: SpeechTokenizer | None = None) -> int:
+def _run_shard(
+    rows: list[dict[str, Any]], batch_size: int, shard_path: str, speech_tokenizer: SpeechTokenizer | None = None
+) -> int:
     dataset = _tokenize_rows(rows, speech_tokenizer or _worker_tokenizer, batch_size)
     # Written under a temporary name and renamed, so a shard directory is always complete.
     dataset.save_to_disk(shard_path + ".tmp")
@@ -163,7 +166,12 @@ def tokenize_audio_dataset(
     if not isinstance(speech_tokenizer, SpeechTokenizer):
         speech_tokenizer = SpeechTokenizer.from_pretrained(speech_tokenizer)
 
-    state = {"source": os.path.abspath(os.fspath(source)), "num_rows": len(rows), "shard_size": shard_size, "speech_tokenizer": speech_tokenizer.to_config()}
+    state = {
+        "source": os.path.abspath(os.fspath(source)),
+        "num_rows": len(rows),
+        "shard_size": shard_size,
+        "speech_tokenizer": speech_tokenizer.to_config(),
+    }
     os.makedirs(shards_dir, exist_ok=True)
     state_path = os.path.join(shards_dir, _STATE_NAME)
     if os.path.exists(state_path):
@@ -174,9 +182,17 @@ def tokenize_audio_dataset(
         with open(state_path, "w") as f:
             json.dump(state, f)
 
-    shard_paths = [os.path.join(shards_dir, f"shard-{i:05d}") for i in range(0, (len(rows) + shard_size - 1) // shard_size)]
-    todo = [(rows[i * shard_size : (i + 1) * shard_size], path) for i, path in enumerate(shard_paths) if not os.path.isdir(path)]
-    with tqdm(total=len(rows), initial=len(rows) - sum(len(r) for r, _ in todo), desc="tokenizing audio", unit="utt") as progress:
+    shard_paths = [
+        os.path.join(shards_dir, f"shard-{i:05d}") for i in range((len(rows) + shard_size - 1) // shard_size)
+    ]
+    todo = [
+        (rows[i * shard_size : (i + 1) * shard_size], path)
+        for i, path in enumerate(shard_paths)
+        if not os.path.isdir(path)
+    ]
+    with tqdm(
+        total=len(rows), initial=len(rows) - sum(len(r) for r, _ in todo), desc="tokenizing audio", unit="utt"
+    ) as progress:
         if num_proc <= 1 or len(todo) <= 1:
             for shard_rows, path in todo:
                 progress.update(_run_shard(shard_rows, batch_size, path, speech_tokenizer))
@@ -186,7 +202,10 @@ def tokenize_audio_dataset(
             threads = max(1, torch.get_num_threads() // num_proc)
             # spawn, not fork: forking after torch has started its thread pools can deadlock.
             with ProcessPoolExecutor(
-                num_proc, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(tokenizer_path, threads)
+                num_proc,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(tokenizer_path, threads),
             ) as executor:
                 for done in [executor.submit(_run_shard, shard_rows, batch_size, path) for shard_rows, path in todo]:
                     progress.update(done.result())
