@@ -131,4 +131,17 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="without builders"):
         SmolTolkMixture(speech=BUILDERS["speech"], weights={"text": [1.0, 1.0]})
     with pytest.raises(ValueError, match="rank"):
-        next(iter(mixture(rank=2, world_size=2)))
+        mixture(rank=2, world_size=2)
+
+
+def test_rank_and_world_size_default_to_torch_distributed(monkeypatch):
+    import smoltolk_hf.data.mixture as mixture_module
+
+    built_before_init = SmolTolkMixture(**BUILDERS)
+    assert (built_before_init.rank, built_before_init.world_size) == (0, 1)
+    monkeypatch.setattr(mixture_module, "_distributed_rank_and_world_size", lambda: (1, 2))
+    data = SmolTolkMixture(**BUILDERS)
+    assert (data.rank, data.world_size) == (1, 2)
+    assert all(torch.equal(a, b) for a, b in zip(take(data, 3), take(mixture(rank=1, world_size=2), 3)))
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        next(iter(built_before_init))

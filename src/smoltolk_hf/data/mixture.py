@@ -10,15 +10,17 @@ follows from where each consumer starts in the sequence `k = 0, 1, 2, ...`:
   (appendix B; paper: a third each of speech, text and interleaved). Because the stage is a function of
   `k`, DataLoader worker processes need no signal: the switch happens at the same sample in every process.
   With Trainer-style training, `stage1_samples = stage1_steps * total_train_batch_size` (per-device batch
-  x gradient accumulation x data-parallel streams), so the data switches exactly when the optimizer step
-  `stage1_steps` begins.
+  x gradient accumulation x processes), so the data switches exactly when optimizer step `stage1_steps`
+  begins, whether each rank reads its own stream or one process feeds them all.
 - **Datasets within a modality** are drawn with `weights` (default: proportional to each builder's `size`,
   i.e. uniform over tokens, as the paper does for speech).
 - **Ranks.** Rank `r` of `world_size` reads `k = r, r + world_size, r + 2 * world_size, ...` ("rank-local"
   index `j` -> `k = r + world_size * j`): ranks never share a sample, and ranks stepping in lockstep jointly
   consume the global sequence in order. `rank`/`world_size` default to `torch.distributed`'s when it is
-  initialized, else 0/1. When one process feeds all ranks (accelerate's `dispatch_batches`, the HF Trainer
-  default for iterable datasets on several processes), pass `rank=0, world_size=1`.
+  initialized at construction, else 0/1 (iterating raises if it was initialized later: build the mixture
+  after `init_process_group`, or pass them). When one process feeds all ranks (accelerate's
+  `dispatch_batches`, the HF Trainer's default for iterable datasets on several processes), pass
+  `rank=0, world_size=1`: that process's stream is then the global sequence.
 - **DataLoader workers.** Worker `w` of `n` yields the rank-local indices in chunks of `worker_batch_size`:
   chunks `w, w + n, w + 2n, ...`. The DataLoader takes one batch from each worker in turn, so with
   `worker_batch_size` equal to the DataLoader's `batch_size` the batches come out in exactly the order of
@@ -29,8 +31,9 @@ follows from where each consumer starts in the sequence `k = 0, 1, 2, ...`:
   index: the samples that follow are exactly those an uninterrupted run would have yielded after its first
   `samples_consumed`, for the same seed, builders, `stage1_samples` and world size (checked). Starting is
   O(1): nothing is replayed. With `num_workers > 0` the samples are yielded in worker processes, so the
-  main process's counter does not move: set `samples_consumed = optimizer_steps * per_device_batch_size *
-  gradient_accumulation_steps` (per rank) instead. With the HF Trainer, either resume that way with
+  main process's counter does not move: set `samples_consumed` from the step count instead,
+  `optimizer_steps * per_device_batch_size * gradient_accumulation_steps` (times the number of processes
+  for a stream that feeds them all). With the HF Trainer, either resume that way with
   `ignore_data_skip=True`, or leave the Trainer to skip the consumed batches by regenerating them (same
   result, slower); never both.
 
@@ -58,6 +61,12 @@ MODALITIES = ("speech", "text", "interleaved")
 _SAMPLE_STREAM, _ORDER_STREAM = 0, 1  # separate random streams for sample content and modality order
 
 
+def _distributed_rank_and_world_size() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 class SmolTolkMixture(IterableDataset):
     """Infinite, deterministic two-stage mixture of speech, text and interleaved samples (module docstring).
 
@@ -67,7 +76,8 @@ class SmolTolkMixture(IterableDataset):
         weights: per modality, one sampling weight per builder (normalised); default `builder.size`.
         seed: the seed every sample derives from.
         stage1_samples: number of global samples in stage 1 (interleaved only); 0 skips stage 1.
-        rank, world_size: this data-parallel stream; default from `torch.distributed`, else 0 and 1.
+        rank, world_size: this data-parallel stream; default from `torch.distributed` if initialized,
+            else 0 and 1.
         worker_batch_size: chunk of consecutive samples each DataLoader worker yields; set it to the
             DataLoader's batch size to get the same order for any number of workers.
     """
@@ -103,7 +113,12 @@ class SmolTolkMixture(IterableDataset):
         self.weights = {m: self._normalise(m, (weights or {}).get(m)) for m in self.modalities}
         self.context_length = context_lengths.pop()
         self.seed, self.stage1_samples, self.worker_batch_size = seed, stage1_samples, worker_batch_size
-        self._rank, self._world_size = rank, world_size
+        self._from_distributed = rank is None or world_size is None
+        distributed = _distributed_rank_and_world_size()
+        self.rank = distributed[0] if rank is None else rank
+        self.world_size = distributed[1] if world_size is None else world_size
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}.")
         self.samples_consumed = 0
 
     def _normalise(self, modality: str, weights: Sequence[float] | None) -> np.ndarray:
@@ -112,27 +127,6 @@ class SmolTolkMixture(IterableDataset):
         if weights.shape != (len(builders),) or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"{modality} weights must be {len(builders)} non-negative numbers with a positive sum.")
         return weights / weights.sum()
-
-    @property
-    def rank(self) -> int:
-        """This stream's data-parallel rank (resolved when first needed, so it can follow `init_process_group`)."""
-        return self._stream()[0]
-
-    @property
-    def world_size(self) -> int:
-        """Number of data-parallel streams."""
-        return self._stream()[1]
-
-    def _stream(self) -> tuple[int, int]:
-        if self._rank is None or self._world_size is None:
-            distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-            rank = torch.distributed.get_rank() if distributed else 0
-            world_size = torch.distributed.get_world_size() if distributed else 1
-            self._rank = rank if self._rank is None else self._rank
-            self._world_size = world_size if self._world_size is None else self._world_size
-        if not 0 <= self._rank < self._world_size:
-            raise ValueError(f"rank must be in [0, world_size={self._world_size}), got {self._rank}.")
-        return self._rank, self._world_size
 
     def stage(self, k: int) -> int:
         """Training stage (1 or 2) of global sample `k`."""
@@ -152,18 +146,21 @@ class SmolTolkMixture(IterableDataset):
         rng = np.random.default_rng([self.seed, _SAMPLE_STREAM, k])
         modality = self.modality(k)
         builders = self.sources[modality]
-        builder = builders[rng.choice(len(builders), p=self.weights[modality]) if len(builders) > 1 else 0]
-        return builder.build(rng)
+        return builders[rng.choice(len(builders), p=self.weights[modality])].build(rng)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rank, world_size = self._stream()
+        if self._from_distributed and _distributed_rank_and_world_size() != (self.rank, self.world_size):
+            raise RuntimeError(
+                "torch.distributed was initialized after SmolTolkMixture was built, so every rank would read "
+                "the same samples: build it after init_process_group, or pass rank and world_size."
+            )
         worker = get_worker_info()
         worker_id, num_workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
         start, chunk = self.samples_consumed, self.worker_batch_size
         for first in range(start + worker_id * chunk, 2**62, num_workers * chunk):
             for j in range(first, first + chunk):
                 self.samples_consumed = j + 1  # counted before yielding: the consumer holds sample j
-                yield self.sample(rank + world_size * j)
+                yield self.sample(self.rank + self.world_size * j)
 
     def state_dict(self) -> dict[str, Any]:
         """Resume state: rank-local samples consumed, plus what must match for the resume to be exact."""
