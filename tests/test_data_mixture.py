@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 
 import datasets
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 from test_data_samples import LAYOUT, TOKENIZER, make_speech_data, make_text_data
+from torch.utils.data import DataLoader
 
 from smoltolk_hf.data.collator import SmolTolkDataCollator
 from smoltolk_hf.data.mixture import SmolTolkMixture
@@ -58,7 +57,10 @@ def test_stage_one_is_interleaved_then_modalities_share_each_block():
 def test_weights_choose_datasets_within_a_modality():
     rng = np.random.default_rng(0)
     low, high = ([rng.integers(a, a + 50, 30).tolist() for _ in range(5)] for a in (1, 100))  # tell-tale ids
-    text = [TextSampleBuilder(datasets.Dataset.from_dict({"input_ids": d}), LAYOUT, TOKENIZER, CONTEXT) for d in (low, high)]
+    text = [
+        TextSampleBuilder(datasets.Dataset.from_dict({"input_ids": d}), LAYOUT, TOKENIZER, CONTEXT)
+        for d in (low, high)
+    ]
     data = SmolTolkMixture(speech=BUILDERS["speech"], text=text, weights={"text": [0.8, 0.2]}, rank=0, world_size=1)
     picks = [int(data.sample(k)["input_ids"].max() < 100) for k in range(600) if data.modality(k) == "text"]
     assert len(picks) == 300 and 0.72 < np.mean(picks) < 0.88

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import datasets
 import numpy as np
 import pytest
@@ -117,7 +119,7 @@ def test_plan_runs_lengths_and_alternation():
         runs = plan_runs(200, 3, rng, text_words=(10, 30), speech_words=(5, 15))
         seen_first.add(runs[0].modality)
         assert runs[0].start == 3 and runs[-1].end == 200
-        for previous, run in zip(runs, runs[1:]):
+        for previous, run in itertools.pairwise(runs):
             assert previous.end == run.start and previous.modality != run.modality
         for run in runs[:-1]:
             low, high = (10, 30) if run.modality == "text" else (5, 15)
@@ -207,14 +209,17 @@ def test_speech_samples_pack_utterances_in_order():
         middle = [tuple(int(x) for x in chunk.split()) for chunk in chunks[1:-1]]
         assert len(middle) >= 2
         order = [utterances.index(chunk) for chunk in middle]
-        assert all(b == (a + 1) % len(utterances) for a, b in zip(order, order[1:]))
+        assert all(b == (a + 1) % len(utterances) for a, b in itertools.pairwise(order))
         assert utterances[order[0] - 1][-len(chunks[0].split()) :] == tuple(int(x) for x in chunks[0].split())
 
 
 @pytest.mark.parametrize("column", ["input_ids", "text"])
 def test_text_samples_pack_documents_with_eos(column):
     dataset = make_text_data(num_documents=30, column=column)
-    documents = [tuple(d) for d in TOKENIZER(list(make_text_data(30, column="text")["text"]), add_special_tokens=False)["input_ids"]]
+    documents = [
+        tuple(d)
+        for d in TOKENIZER(list(make_text_data(30, column="text")["text"]), add_special_tokens=False)["input_ids"]
+    ]
     builder = TextSampleBuilder(dataset, LAYOUT, TOKENIZER, context_length=200)
     for seed in range(10):
         sample = builder.build(np.random.default_rng(seed))
@@ -229,7 +234,7 @@ def test_text_samples_pack_documents_with_eos(column):
                 current.append(token)
         assert len(pieces) >= 3
         order = [documents.index(piece) for piece in pieces[1:]]
-        assert all(b == (a + 1) % len(documents) for a, b in zip(order, order[1:]))
+        assert all(b == (a + 1) % len(documents) for a, b in itertools.pairwise(order))
         assert documents[order[0] - 1][len(documents[order[0] - 1]) - len(pieces[0]) :] == pieces[0]
 
 
@@ -276,9 +281,8 @@ def test_bad_inputs_raise():
         SpeechSampleBuilder(dataset.select([]), LAYOUT)
     with pytest.raises(ValueError, match="too short"):
         SpeechSampleBuilder(dataset, LAYOUT, context_length=1)
-    with pytest.raises(ValueError, match="no usable"):
-        with pytest.warns(UserWarning):
-            InterleavedSampleBuilder(make_speech_data(3, unaligned=3)[0], LAYOUT, TOKENIZER)
+    with pytest.raises(ValueError, match="no usable"), pytest.warns(UserWarning):
+        InterleavedSampleBuilder(make_speech_data(3, unaligned=3)[0], LAYOUT, TOKENIZER)
     with pytest.raises(ValueError, match="speech_words"):
         InterleavedSampleBuilder(dataset, LAYOUT, TOKENIZER, speech_words=(5, 4))
     with pytest.raises(ValueError, match="EOS"):

@@ -34,7 +34,9 @@ class SmolTolkDataCollator:
         if self.pad_token_id is None:
             self.pad_token_id = self.layout.speech_pad_id
         if not 0 <= self.pad_token_id <= self.layout.speech_pad_id:
-            raise ValueError(f"pad_token_id must be a joint id in [0, {self.layout.speech_pad_id}], got {self.pad_token_id}.")
+            raise ValueError(
+                f"pad_token_id must be a joint id in [0, {self.layout.speech_pad_id}], got {self.pad_token_id}."
+            )
         if self.padding_side not in ("right", "left"):
             raise ValueError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
@@ -50,7 +52,9 @@ class SmolTolkDataCollator:
             return input_ids, labels_from_ids(input_ids, self.layout)
         labels = torch.as_tensor(feature["labels"], dtype=torch.long)
         if labels.shape != input_ids.shape:
-            raise ValueError(f"labels shape {tuple(labels.shape)} differs from input_ids shape {tuple(input_ids.shape)}.")
+            raise ValueError(
+                f"labels shape {tuple(labels.shape)} differs from input_ids shape {tuple(input_ids.shape)}."
+            )
         targets = labels[labels != IGNORE_INDEX]
         if len(targets) and (targets.min() < 0 or targets.max() > self.layout.speech_pad_id):
             raise ValueError(f"labels must be -100 or joint ids in [0, {self.layout.speech_pad_id}].")

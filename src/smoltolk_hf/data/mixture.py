@@ -174,7 +174,9 @@ class SmolTolkMixture(IterableDataset):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Makes the next iterator continue after `state["samples_consumed"]` rank-local samples."""
         mine = self.state_dict()
-        mismatched = [key for key in ("seed", "stage1_samples", "world_size") if key in state and state[key] != mine[key]]
+        mismatched = [
+            key for key in ("seed", "stage1_samples", "world_size") if key in state and state[key] != mine[key]
+        ]
         if mismatched:
             raise ValueError(f"Cannot resume: {', '.join(f'{k}={state[k]} (now {mine[k]})' for k in mismatched)}.")
         if state["samples_consumed"] < 0:

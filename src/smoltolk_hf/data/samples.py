@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import NamedTuple, Protocol
 
@@ -141,11 +140,15 @@ class PackedSampleBuilder:
     def __init__(self, dataset: datasets.Dataset, layout: TokenLayout, context_length: int = 2048):
         missing = [name for name in self.columns if name not in dataset.column_names]
         if missing:
-            raise ValueError(f"{type(self).__name__} needs the column(s) {missing}; the dataset has {dataset.column_names}.")
+            raise ValueError(
+                f"{type(self).__name__} needs the column(s) {missing}; the dataset has {dataset.column_names}."
+            )
         if len(dataset) == 0:
             raise ValueError(f"{type(self).__name__} got an empty dataset.")
         if context_length < len(self.prefix) + 1:
-            raise ValueError(f"context_length={context_length} is too short for one sample (needs >= {len(self.prefix) + 1}).")
+            raise ValueError(
+                f"context_length={context_length} is too short for one sample (needs >= {len(self.prefix) + 1})."
+            )
         self.layout = _plain_layout(layout)
         self.context_length = context_length
         self._rows = dataset.select_columns(list(self.columns)).with_format("arrow")
@@ -227,7 +230,9 @@ class TextSampleBuilder(PackedSampleBuilder):
     ):
         self.columns = ("input_ids",) if "input_ids" in dataset.column_names else ("text",)
         if self.columns == ("text",) and tokenizer is None:
-            raise ValueError("TextSampleBuilder needs a tokenizer for a dataset with a 'text' column and no 'input_ids'.")
+            raise ValueError(
+                "TextSampleBuilder needs a tokenizer for a dataset with a 'text' column and no 'input_ids'."
+            )
         self.tokenizer = tokenizer
         self.eos_id = tokenizer.eos_token_id if eos_id is None and tokenizer is not None else eos_id
         if self.eos_id is None or not 0 <= self.eos_id < layout.vocab_size:
@@ -279,7 +284,9 @@ class InterleavedSampleBuilder(PackedSampleBuilder):
     ):
         for name, (low, high) in (("text_words", text_words), ("speech_words", speech_words)):
             if not 1 <= low <= high:
-                raise ValueError(f"{name} must be an inclusive range (low, high) with 1 <= low <= high, got {(low, high)}.")
+                raise ValueError(
+                    f"{name} must be an inclusive range (low, high) with 1 <= low <= high, got {(low, high)}."
+                )
         if tokenizer.eos_token_id is None:
             raise ValueError("InterleavedSampleBuilder needs a tokenizer with an EOS token.")
         self.tokenizer, self.text_words, self.speech_words = tokenizer, text_words, speech_words
