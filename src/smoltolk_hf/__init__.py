@@ -6,8 +6,18 @@ classes for auto-class export so that `save_pretrained` ships the model code nex
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from .backbones import embedded_backbone_path, load_embedded_backbone, locate_embedded_gguf
 from .configuration_smoltolk import PRESETS, SmolTolkConfig
+from .conversion import convert_authors_checkpoint
+from .data.collator import SmolTolkDataCollator
+from .data.corpus import synthesize_corpus
+from .data.mixture import SmolTolkMixture
+from .data.prepare import UNIT_DATASET_COLUMNS, tokenize_audio_dataset
+from .data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
 from .modeling_smoltolk import SmolTolkForCausalLM, SmolTolkModel, SmolTolkPreTrainedModel
+from .processing_smoltolk import SmolTolkProcessor
+from .tokenization_speech import HubertFrontEnd, MfccFrontEnd, SpeechTokenizer, load_audio
+from .vocoder import UnitVocoder, UnitVocoderConfig, UnitVocoderOutput, convert_fairseq_vocoder
 
 AutoConfig.register(SmolTolkConfig.model_type, SmolTolkConfig, exist_ok=True)
 AutoModel.register(SmolTolkConfig, SmolTolkModel, exist_ok=True)
@@ -20,8 +30,29 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "UNIT_DATASET_COLUMNS",
+    "HubertFrontEnd",
+    "InterleavedSampleBuilder",
+    "MfccFrontEnd",
     "SmolTolkConfig",
+    "SmolTolkDataCollator",
     "SmolTolkForCausalLM",
+    "SmolTolkMixture",
     "SmolTolkModel",
     "SmolTolkPreTrainedModel",
+    "SmolTolkProcessor",
+    "SpeechSampleBuilder",
+    "SpeechTokenizer",
+    "TextSampleBuilder",
+    "UnitVocoder",
+    "UnitVocoderConfig",
+    "UnitVocoderOutput",
+    "convert_authors_checkpoint",
+    "convert_fairseq_vocoder",
+    "embedded_backbone_path",
+    "load_audio",
+    "load_embedded_backbone",
+    "locate_embedded_gguf",
+    "synthesize_corpus",
+    "tokenize_audio_dataset",
 ]

@@ -22,6 +22,44 @@ def _backbone(args: argparse.Namespace) -> int:
     return cli_backbone(args.cache_dir)
 
 
+def _convert_authors(args: argparse.Namespace) -> int:
+    from .conversion import cli_convert_authors
+
+    return cli_convert_authors(args.argv)
+
+
+def _synth_corpus(args: argparse.Namespace) -> int:
+    from .data.corpus import synthesize_corpus
+
+    print(synthesize_corpus(args.out_dir, args.n, seed=args.seed))
+    return 0
+
+
+def _tokenize(args: argparse.Namespace) -> int:
+    from .data.prepare import tokenize_audio_dataset
+
+    tokenize_audio_dataset(
+        args.source, args.out_dir, args.speech_tokenizer,
+        shard_size=args.shard_size, num_proc=args.num_proc, batch_size=args.batch_size,
+    )
+    return 0
+
+
+def _train_speech_tokenizer(args: argparse.Namespace) -> int:
+    from .data.prepare import read_audio_source
+    from .tokenization_speech import HubertFrontEnd, MfccFrontEnd, SpeechTokenizer
+
+    if args.hubert:
+        from transformers import HubertModel
+
+        front_end = HubertFrontEnd(HubertModel.from_pretrained(args.hubert), args.layer)
+    else:
+        front_end = MfccFrontEnd()
+    audio = [row["audio"] for row in read_audio_source(args.source)]
+    SpeechTokenizer.train(audio, args.n_units, front_end, max_frames=args.max_frames).save_pretrained(args.out_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description="SmolTolk text-speech language models.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +72,36 @@ def build_parser() -> argparse.ArgumentParser:
     backbone = commands.add_parser("backbone", help="convert (once) and locate the embedded SmolLM2-135M backbone")
     backbone.add_argument("--cache-dir", default=None)
     backbone.set_defaults(func=_backbone)
+
+    convert = commands.add_parser(
+        "convert-authors", add_help=False, help="convert a checkpoint released by the paper's authors (.pt)"
+    )
+    convert.add_argument("argv", nargs=argparse.REMAINDER)
+    convert.set_defaults(func=_convert_authors)
+
+    synth = commands.add_parser("synth-corpus", help="synthesise a tiny word-aligned spoken corpus with espeak-ng")
+    synth.add_argument("out_dir")
+    synth.add_argument("--n", type=int, default=100, help="number of utterances")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(func=_synth_corpus)
+
+    tokenize = commands.add_parser("tokenize", help="audio folder or manifest -> units dataset (datasets format)")
+    tokenize.add_argument("source", help="folder of audio files or a JSONL/CSV manifest")
+    tokenize.add_argument("out_dir")
+    tokenize.add_argument("--speech-tokenizer", required=True, help="SpeechTokenizer folder or Hub id")
+    tokenize.add_argument("--shard-size", type=int, default=256)
+    tokenize.add_argument("--num-proc", type=int, default=1)
+    tokenize.add_argument("--batch-size", type=int, default=8)
+    tokenize.set_defaults(func=_tokenize)
+
+    codebook = commands.add_parser("train-speech-tokenizer", help="fit a k-means codebook on audio features")
+    codebook.add_argument("source", help="folder of audio files or a JSONL/CSV manifest")
+    codebook.add_argument("out_dir")
+    codebook.add_argument("--n-units", type=int, default=500)
+    codebook.add_argument("--hubert", default=None, help="HubertModel folder or Hub id (default: MFCC stand-in)")
+    codebook.add_argument("--layer", type=int, default=11)
+    codebook.add_argument("--max-frames", type=int, default=None)
+    codebook.set_defaults(func=_train_speech_tokenizer)
     return parser
 
 
