@@ -56,8 +56,50 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class JointIdLayout:
+    """
+    The joint id layout, computed from `vocab_size` (text vocabulary `V`) and `num_speech_units` (`N`). Shared by the
+    config and the processor so that the id arithmetic lives in one place.
+    """
+
+    @property
+    def text_marker_id(self) -> int:
+        """Id of `<|text|>`: the next token is text."""
+        return self.vocab_size
+
+    @property
+    def speech_marker_id(self) -> int:
+        """Id of `<|speech|>`: the next token is speech."""
+        return self.vocab_size + 1
+
+    @property
+    def speech_token_offset(self) -> int:
+        """Joint id of speech unit 0."""
+        return self.vocab_size + 2
+
+    @property
+    def speech_eos_id(self) -> int:
+        """Speech end-of-utterance (also speech BOS)."""
+        return self.speech_token_offset + self.num_speech_units
+
+    @property
+    def speech_pad_id(self) -> int:
+        """Speech pad: kept so the authors' 502-row speech tables convert losslessly; never a target."""
+        return self.speech_token_offset + self.num_speech_units + 1
+
+    @property
+    def speech_vocab_size(self) -> int:
+        """Rows of the tied speech embedding/unembedding matrix: units, eos and pad."""
+        return self.num_speech_units + 2
+
+    @property
+    def joint_vocab_size(self) -> int:
+        """Size of the joint id space (and of the last dimension of generation logits)."""
+        return self.speech_pad_id + 1
+
+
 @strict
-class SmolTolkConfig(LlamaConfig):
+class SmolTolkConfig(JointIdLayout, LlamaConfig):
     r"""
     Configuration of a SmolTolk text-speech language model: a Llama-architecture text LM (the backbone) extended
     with a speech-unit vocabulary, speech adapters and dynamic layer pooling.
@@ -121,42 +163,6 @@ class SmolTolkConfig(LlamaConfig):
                 "padding is fed through the text path."
             )
 
-    # ----- joint id layout -----------------------------------------------------------------------------------
-    @property
-    def text_marker_id(self) -> int:
-        """Id of `<|text|>`: the next token is text."""
-        return self.vocab_size
-
-    @property
-    def speech_marker_id(self) -> int:
-        """Id of `<|speech|>`: the next token is speech."""
-        return self.vocab_size + 1
-
-    @property
-    def speech_token_offset(self) -> int:
-        """Joint id of speech unit 0."""
-        return self.vocab_size + 2
-
-    @property
-    def speech_eos_id(self) -> int:
-        """Speech end-of-utterance (also speech BOS)."""
-        return self.speech_token_offset + self.num_speech_units
-
-    @property
-    def speech_pad_id(self) -> int:
-        """Speech pad: kept so the authors' 502-row speech tables convert losslessly; never a target."""
-        return self.speech_token_offset + self.num_speech_units + 1
-
-    @property
-    def speech_vocab_size(self) -> int:
-        """Rows of the tied speech embedding/unembedding matrix: units, eos and pad."""
-        return self.num_speech_units + 2
-
-    @property
-    def joint_vocab_size(self) -> int:
-        """Size of the joint id space (and of the last dimension of generation logits)."""
-        return self.speech_pad_id + 1
-
     @property
     def num_total_layers(self) -> int:
         """Decoder layers in all: input adapter + backbone + output adapter (each needs its own KV-cache slot)."""
@@ -192,4 +198,4 @@ def smollm_backbone_sizes(name: str) -> dict[str, Any]:
     return {**_SMOLLM_SHARED, **_SMOLLM_BACKBONES[name]}
 
 
-__all__ = ["SmolTolkConfig", "PRESETS", "smollm_backbone_sizes"]
+__all__ = ["JointIdLayout", "SmolTolkConfig", "PRESETS", "smollm_backbone_sizes"]
