@@ -401,6 +401,11 @@ def test_labels_must_match_inputs(tiny_smoltolk):
         tiny_smoltolk(ids, labels=torch.full_like(ids, 999))
 
 
+def test_prepared_4d_mask_rejected(tiny_smoltolk):
+    with pytest.raises(ValueError, match="2D padding mask"):
+        tiny_smoltolk(torch.ones(1, 4, dtype=torch.long), attention_mask=torch.zeros(1, 1, 4, 4))
+
+
 def test_inputs_embeds_rejected(tiny_smoltolk):
     with pytest.raises(ValueError, match="needs `input_ids`"):
         tiny_smoltolk(inputs_embeds=torch.zeros(1, 3, 32))

@@ -279,6 +279,11 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
             raise ValueError(
                 "SmolTolk needs `input_ids` (and no `inputs_embeds`): the modality of each position is read from its id."
             )
+        if attention_mask is not None and attention_mask.ndim != 2 and len(self.input_adapter) > 0:
+            raise ValueError(
+                "SmolTolk takes a 2D padding mask (batch, seq): the input adapter builds its own per-speech-span "
+                f"mask on top of it, which a prepared {attention_mask.ndim}D mask would bypass."
+            )
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache()
