@@ -24,11 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import PushToHubMixin
 
 from .tokenization_speech import SpeechTokenizer
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 SPEECH_TOKENIZER_SUBFOLDER = "speech_tokenizer"
+# Keyword arguments transformers' loaders (AutoProcessor, pipeline) add that are not Hub download options.
+_LOADER_ONLY_KWARGS = ("trust_remote_code", "code_revision", "_from_auto", "_from_pipeline")
 
 Segment = tuple[str, Any]
 
@@ -46,13 +50,16 @@ def _is_int_sequence(value: Any) -> bool:
     )
 
 
-class SmolTolkProcessor:
+class SmolTolkProcessor(PushToHubMixin):
     """Wraps a text tokenizer and a `SpeechTokenizer` and speaks SmolTolk's joint id layout.
 
     A plain class rather than a transformers `ProcessorMixin`: the mixin saves and loads every
     component through transformers' Auto classes and checks their types, and the speech
     tokenizer (HuBERT + k-means) is not a transformers class, so both `save_pretrained` and
-    `from_pretrained` would have to be overridden anyway. The method names are the usual ones.
+    `from_pretrained` would have to be overridden anyway. The method names are the usual ones,
+    `push_to_hub` comes from transformers' `PushToHubMixin`, and after `register_for_auto_class()`
+    a saved folder carries this file as remote code, so it loads with
+    `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` where this package is not installed.
 
     Args:
         tokenizer: the backbone's text tokenizer.
@@ -61,6 +68,8 @@ class SmolTolkProcessor:
             `len(tokenizer)`.
         num_speech_units: `N` (`config.num_speech_units`); defaults to `speech_tokenizer.n_units`.
     """
+
+    _auto_class: str | None = None
 
     def __init__(
         self,
@@ -82,6 +91,12 @@ class SmolTolkProcessor:
         self.speech_tokenizer = speech_tokenizer
         self.vocab_size = vocab_size
         self.num_speech_units = num_speech_units
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoProcessor") -> None:
+        """Makes `save_pretrained` ship this file (and its relative imports) with an `auto_map` entry for
+        `auto_class`, as transformers' own classes do; AutoProcessor also calls it when loading remote code."""
+        cls._auto_class = auto_class
 
     @classmethod
     def from_config(
@@ -307,19 +322,27 @@ class SmolTolkProcessor:
 
     # --- persistence ---------------------------------------------------------------------------
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Writes the text tokenizer, `speech_tokenizer/` and `processor_config.json` (the id layout)."""
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Writes the text tokenizer, `speech_tokenizer/` and `processor_config.json` (the id layout), and the
+        processor's code after `register_for_auto_class()`. Other keyword arguments (passed by `push_to_hub`) are
+        not used."""
         save_directory = os.fspath(save_directory)
         os.makedirs(save_directory, exist_ok=True)
         self.tokenizer.save_pretrained(save_directory)
         if self.speech_tokenizer is not None:
             self.speech_tokenizer.save_pretrained(os.path.join(save_directory, SPEECH_TOKENIZER_SUBFOLDER))
+        config = {"processor_class": type(self).__name__, **self._id_layout()}
+        if self._auto_class is not None:
+            custom_object_save(self, save_directory, config=config)  # copies the code, adds config["auto_map"]
         with open(os.path.join(save_directory, PROCESSOR_CONFIG_NAME), "w") as f:
-            json.dump({"processor_class": type(self).__name__, **self._id_layout()}, f, indent=2)
+            json.dump(config, f, indent=2)
 
     @classmethod
     def from_pretrained(cls, pretrained_path: str | os.PathLike, **hub_kwargs: Any) -> SmolTolkProcessor:
-        """Loads a folder written by `save_pretrained` or a Hub repo id (via `snapshot_download`)."""
+        """Loads a folder written by `save_pretrained` or a Hub repo id (via `snapshot_download`, which gets the
+        keyword arguments, e.g. `revision`, `token`, `cache_dir`)."""
+        for name in _LOADER_ONLY_KWARGS:
+            hub_kwargs.pop(name, None)
         directory = os.fspath(pretrained_path)
         if not os.path.isdir(directory):
             from huggingface_hub import snapshot_download

@@ -518,7 +518,11 @@ class SpeechTokenizer:
                 "arbitrary code. Pass allow_pickle=True only for a file you trust, then save_pretrained() "
                 "to convert it to safetensors once."
             )
-        import joblib
+        # In a try block so that transformers' remote-code import check does not demand these optional packages.
+        try:
+            import joblib
+        except ImportError as error:
+            raise ImportError("reading a k-means file needs joblib: pip install joblib scikit-learn") from error
 
         centroids = np.asarray(joblib.load(kmeans_path).cluster_centers_, dtype=np.float32)
         return cls(centroids, frontend, **kwargs)
@@ -543,7 +547,10 @@ class SpeechTokenizer:
             seed: seeds the subsampling and k-means.
             kwargs: passed to the constructor (`deduplicate`, `max_chunk_seconds`).
         """
-        from sklearn.cluster import MiniBatchKMeans
+        try:  # optional dependency, kept out of transformers' remote-code import check
+            from sklearn.cluster import MiniBatchKMeans
+        except ImportError as error:
+            raise ImportError("fitting a codebook needs scikit-learn: pip install scikit-learn") from error
 
         # A placeholder codebook lets feature extraction reuse the tokenizer's loading and chunking.
         extractor = cls(np.zeros((1, frontend.feature_dim), dtype=np.float32), frontend, **kwargs)
