@@ -553,8 +553,8 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         config = SmolTolkConfig(**fields)
         config._attn_implementation = text_config._attn_implementation
         dtype = next(text_model.parameters()).dtype
-        model = cls(config).to(dtype)
-
+        with init.no_init_weights():  # the backbone is copied below: initialise only the new parts
+            model = cls(config)
         source = text_model.state_dict()
         missing, unexpected = model.load_state_dict(source, strict=False)
         if unexpected:
@@ -566,7 +566,12 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
             raise ValueError(f"The text model lacks backbone weights: {backbone_missing}")
         if not config.tie_word_embeddings and "lm_head.weight" in missing:
             raise ValueError("The text model has untied embeddings but no lm_head weight.")
-        model.tie_weights()
+        for name, module in model.named_modules():
+            own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+            if own and all(key in source for key in own):
+                module._is_hf_initialized = True
+        model.init_weights()
+        model.to(dtype)
         return model
 
 
