@@ -1,0 +1,124 @@
+"""`smoltolk eval`: the paper's evaluation of a saved SmolTolk, written as a Table-1-like report.
+
+Example:
+
+    smoltolk eval smoltolk-150m --processor smoltolk-150m --out eval/ \
+        --sblimp sLM21-dataset/syntactic/dev --tstorycloze tSC_split/ --sstorycloze sSC_split/ \
+        --speech-nll librispeech-dev-units/ --segmentation timit-test-units/ --mmlu --mmlu-pre SmolLM-135M/
+
+writes `eval/results.md` (paper Table 1 layout + speech NLL / segmentation) and `eval/results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .pairs import SETTINGS, load_benchmark
+from .report import format_report, write_report
+from .scoring import ScoringOptions, evaluate_items
+
+# Benchmark flag -> results key (paper Table 1 column group).
+_BENCHMARKS = {"sblimp": "blimp", "tstorycloze": "tstorycloze", "sstorycloze": "sstorycloze"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smoltolk eval", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="saved SmolTolk folder (or Hub id)")
+    parser.add_argument("--processor", default=None, help="SmolTolkProcessor folder (default: the model folder)")
+    parser.add_argument("--out", required=True, help="output folder for results.md / results.json")
+    parser.add_argument("--name", default=None, help="row name in the table (default: the model folder name)")
+    for flag in _BENCHMARKS:
+        parser.add_argument(f"--{flag}", default=None, help=f"{flag} benchmark (any layout load_benchmark reads)")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None, help="default: all available")
+    parser.add_argument("--reduction", choices=("mean", "sum"), default="mean")
+    parser.add_argument("--scope", choices=("continuation", "sequence"), default="continuation")
+    parser.add_argument("--ties", choices=("wrong", "half"), default="wrong")
+    parser.add_argument("--average", choices=("macro", "micro"), default="macro", help="over sBLIMP types")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-pairs", type=int, default=None, help="score only the first N pairs (quick checks)")
+    parser.add_argument("--speech-nll", default=None, help="units dataset (save_to_disk folder) for the speech NLL")
+    parser.add_argument("--segmentation", default=None, help="word-aligned units dataset for word segmentation")
+    parser.add_argument("--mmlu", action="store_true", help="MMLU on the text path (needs the `eval` extra)")
+    parser.add_argument("--mmlu-pre", default=None, help="the text backbone before speech training, for MMLU pre")
+    parser.add_argument("--mmlu-tasks", nargs="+", default=["mmlu_continuation"])
+    parser.add_argument("--mmlu-metric", default="acc", help="lm-eval metric reported as MMLU")
+    parser.add_argument("--mmlu-include-path", default=None, help="folder of extra lm-eval task YAMLs")
+    parser.add_argument("--mmlu-limit", type=float, default=None)
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    return parser
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs every evaluation the arguments ask for and returns the result dict (see `report`)."""
+    import torch
+    from datasets import load_from_disk
+
+    from ..modeling_smoltolk import SmolTolkForCausalLM
+    from ..processing_smoltolk import SmolTolkProcessor
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = SmolTolkForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
+    processor = SmolTolkProcessor.from_pretrained(args.processor or args.model)
+    options = ScoringOptions(args.reduction, args.scope, args.ties, args.average, args.batch_size)
+    result: dict[str, Any] = {
+        "model": args.name or os.path.basename(os.path.normpath(args.model)),
+        "options": options.to_dict(),
+        "details": {},
+    }
+    for flag, key in _BENCHMARKS.items():
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        items = load_benchmark(path)[: args.max_pairs]
+        scored = evaluate_items(model, processor, items, args.settings, options)
+        result[key] = {setting: r["accuracy"] for setting, r in scored.items()}
+        result["details"][key] = {"path": os.fspath(path), **scored}
+    if args.speech_nll:
+        from .nll import speech_nll
+
+        nll = speech_nll(model, processor, load_from_disk(args.speech_nll)["units"], args.batch_size)
+        result["speech_nll"] = nll["nll"]
+        result["details"]["speech_nll"] = nll
+    if args.segmentation:
+        from .segmentation import evaluate_segmentation
+
+        segmentation = evaluate_segmentation(model, processor, load_from_disk(args.segmentation), args.batch_size)
+        result["segmentation"] = {k: v for k, v in segmentation.items() if k != "grid"}
+        result["details"]["segmentation_grid"] = segmentation["grid"]
+    if args.mmlu:
+        result["mmlu"], result["details"]["mmlu"] = _mmlu(args, model, processor.tokenizer, device)
+    return result
+
+
+def _mmlu(args: argparse.Namespace, model: Any, tokenizer: Any, device: str) -> tuple[dict[str, float], dict]:
+    from transformers import AutoModelForCausalLM
+
+    from .mmlu import run_lm_eval
+
+    def run(lm: Any) -> dict[str, dict[str, float]]:
+        return run_lm_eval(
+            lm, tokenizer, args.mmlu_tasks, batch_size=args.batch_size, limit=args.mmlu_limit,
+            include_path=args.mmlu_include_path, device=device,
+        )
+
+    task = args.mmlu_tasks[0]
+    details = {"post": run(model)}
+    summary = {"post": details["post"][task][args.mmlu_metric]}
+    if args.mmlu_pre:
+        backbone = AutoModelForCausalLM.from_pretrained(args.mmlu_pre, dtype=model.dtype).to(device).eval()
+        details["pre"] = run(backbone)
+        summary["pre"] = details["pre"][task][args.mmlu_metric]
+    return summary, details
+
+
+def cli_eval(argv: list[str] | None = None) -> int:
+    """Entry point of `smoltolk eval` (argv without the subcommand)."""
+    args = build_parser().parse_args(argv)
+    result = evaluate(args)
+    markdown, data = write_report([result], args.out)
+    print(format_report([result]))
+    print(f"wrote {markdown} and {data}")
+    return 0

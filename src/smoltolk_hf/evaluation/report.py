@@ -1,0 +1,91 @@
+"""Results tables laid out like paper Table 1 (markdown) and the same numbers as JSON.
+
+A result is a dict (what `smoltolk eval` writes to `results.json`):
+
+```
+{"model": str,
+ "blimp": {"T": acc, "S": acc},                               # accuracies in [0, 1]
+ "tstorycloze": {"T": ..., "S": ..., "T->S": ..., "S->T": ...},
+ "sstorycloze": {...},
+ "mmlu": {"post": acc, "pre": acc},
+ "speech_nll": float, "segmentation": {"precision", "recall", "f1", "r_value", "prominence"},
+ "details": {...}, "options": {...}}
+```
+
+Every key is optional; missing numbers print as "-".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("blimp", "T"),
+    ("blimp", "S"),
+    ("tstorycloze", "T"),
+    ("tstorycloze", "S"),
+    ("tstorycloze", "T->S"),
+    ("tstorycloze", "S->T"),
+    ("sstorycloze", "T"),
+    ("sstorycloze", "S"),
+    ("sstorycloze", "T->S"),
+    ("sstorycloze", "S->T"),
+)
+_HEADINGS = {"blimp": "BLIMP", "tstorycloze": "tStoryCloze", "sstorycloze": "sStoryCloze"}
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def table1_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    """Paper Table 1 layout: one row per result, accuracies in percent with one decimal."""
+    header = ["Model"] + [f"{_HEADINGS[b]} {s.replace('->', '→')}" for b, s in TABLE1_COLUMNS] + ["MMLU T (post/pre)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for result in results:
+        cells = [str(result.get("model", "model"))]
+        cells += [_percent(result.get(b, {}).get(s)) for b, s in TABLE1_COLUMNS]
+        mmlu = result.get("mmlu", {})
+        cells.append(f"{_percent(mmlu.get('post'))} / {_percent(mmlu.get('pre'))}" if mmlu else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def extras_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    """Speech NLL (per unit, nats) and word segmentation scores (paper Figure 2 and Table 3), if any result has them."""
+    if not any("speech_nll" in r or "segmentation" in r for r in results):
+        return ""
+    lines = [
+        "| Model | speech NLL | seg. precision | seg. recall | seg. F-1 | seg. R-val | prominence |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        segmentation = result.get("segmentation", {})
+        nll = result.get("speech_nll")
+        lines.append(
+            f"| {result.get('model', 'model')} | {'-' if nll is None else f'{nll:.3f}'} | "
+            + " | ".join(_percent(segmentation.get(k)) for k in ("precision", "recall", "f1", "r_value"))
+            + f" | {segmentation.get('prominence', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def format_report(results: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown report: the Table 1 layout, then the speech NLL / segmentation table when present."""
+    parts = [table1_markdown(results), extras_markdown(results)]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike) -> tuple[str, str]:
+    """Writes `results.md` and `results.json` to `out_dir`; returns their paths."""
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    markdown, data = os.path.join(out_dir, "results.md"), os.path.join(out_dir, "results.json")
+    with open(markdown, "w") as f:
+        f.write(format_report(results))
+    with open(data, "w") as f:
+        json.dump(list(results), f, indent=2)
+    return markdown, data

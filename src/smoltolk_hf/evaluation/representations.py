@@ -1,0 +1,148 @@
+"""Representation analyses of paper section 5.2 and appendix C.1: intrinsic dimension and cross-modal subspace overlap.
+
+Each sample (a text or speech excerpt, 20 words in the paper) is represented per backbone layer by the hidden state
+of its last token. Activations above the 95th percentile are truncated before either analysis (transformers have
+large activation outliers); we read "truncate" as clipping to `[-t, t]`, `t` the 95th percentile of the absolute
+activations of the whole sample set of that layer.
+
+- **Subspace overlap** (Figure 4): on paired data, the fraction of one modality's variance explained by projecting
+  it (centred) onto the other modality's top 50 principal components; reported both ways and averaged.
+- **Intrinsic dimension** (Figure 3): GRIDE (Denti et al., 2022) from dadapy, as the paper. dadapy pins
+  `numpy<2`, which `datasets` cannot use, so it lives in its own environment (`scripts/setup_dadapy.sh`) and runs
+  on representations saved as `.npy` (`intrinsic_dimension` calls `gride_dadapy.py` in that interpreter).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+DADAPY_PYTHON_ENV = "SMOLTOLK_DADAPY_PYTHON"
+_GRIDE_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gride_dadapy.py")
+
+
+def default_dadapy_python() -> str:
+    """The dadapy interpreter: `$SMOLTOLK_DADAPY_PYTHON`, else the venv `scripts/setup_dadapy.sh` creates."""
+    if os.environ.get(DADAPY_PYTHON_ENV):
+        return os.environ[DADAPY_PYTHON_ENV]
+    cache = os.environ.get("SMOLTOLK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "smoltolk_hf")
+    return os.path.join(cache, "dadapy-venv", "bin", "python")
+
+
+@torch.no_grad()
+def last_token_representations(
+    model: Any, sequences: Sequence[Sequence[int]], batch_size: int = 8, pad_token_id: int = 0
+) -> np.ndarray:
+    """Backbone hidden states at each sequence's last token: `(num_hidden_layers, num_sequences, hidden_size)`.
+
+    Layer `l` is the output of backbone layer `l + 1` (the last one after the final norm, as the text head reads it).
+    """
+    device = next(model.parameters()).device
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    out = np.zeros((model.config.num_hidden_layers, len(sequences), model.config.hidden_size), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        input_ids = torch.full((len(rows), len(sequences[rows[0]])), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for r, i in enumerate(rows):
+            input_ids[r, : len(sequences[i])] = torch.as_tensor(sequences[i])
+            attention_mask[r, : len(sequences[i])] = 1
+        hidden = model.model(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), output_hidden_states=True
+        ).hidden_states[1:]  # hidden_states[0] is the backbone input
+        last = torch.as_tensor([len(sequences[i]) - 1 for i in rows], device=device)
+        for layer, states in enumerate(hidden):
+            out[layer, rows] = states[torch.arange(len(rows), device=device), last].float().cpu().numpy()
+    return out
+
+
+def truncate_activations(representations: np.ndarray, percentile: float = 95.0) -> np.ndarray:
+    """Clips `(num_samples, dim)` activations to the `percentile` of their absolute values over the whole set."""
+    threshold = np.percentile(np.abs(representations), percentile)
+    return np.clip(representations, -threshold, threshold)
+
+
+def explained_variance_fraction(source: np.ndarray, reference: np.ndarray, n_components: int = 50) -> float:
+    """Fraction of the variance of `source` (centred) inside the span of `reference`'s top principal components."""
+    reference = reference - reference.mean(axis=0)
+    source = source - source.mean(axis=0)
+    _, _, vt = np.linalg.svd(reference.astype(np.float64), full_matrices=False)
+    basis = vt[:n_components]  # (k, dim), orthonormal rows
+    total = float((source.astype(np.float64) ** 2).sum())
+    if total == 0.0:
+        raise ValueError("the source representations have no variance")
+    return float(((source @ basis.T) ** 2).sum() / total)
+
+
+def subspace_overlap(
+    speech: np.ndarray, text: np.ndarray, n_components: int = 50, percentile: float | None = 95.0
+) -> list[dict[str, float]]:
+    """Per layer, cross-modal subspace overlap of paired `(layers, samples, dim)` speech and text representations.
+
+    Returns one dict per layer: `speech_on_text` (speech variance explained by text's top components),
+    `text_on_speech`, and their `mean` (what Figure 4 plots).
+    """
+    if speech.shape != text.shape:
+        raise ValueError(f"paired representations must have the same shape, got {speech.shape} and {text.shape}")
+    results = []
+    for s, t in zip(speech, text):
+        if percentile is not None:
+            s, t = truncate_activations(s, percentile), truncate_activations(t, percentile)
+        speech_on_text = explained_variance_fraction(s, t, n_components)
+        text_on_speech = explained_variance_fraction(t, s, n_components)
+        results.append(
+            {"speech_on_text": speech_on_text, "text_on_speech": text_on_speech, "mean": (speech_on_text + text_on_speech) / 2}
+        )
+    return results
+
+
+def intrinsic_dimension(
+    representations: np.ndarray | str | os.PathLike,
+    python: str | None = None,
+    batch_size: int = 10_000,
+    percentile: float | None = 95.0,
+    range_max: int = 64,
+    scale: int = 16,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """GRIDE intrinsic dimension per layer of `(layers, samples, dim)` representations (an array or a `.npy` path).
+
+    As appendix C.1: samples are split into batches of `batch_size` (five of 10k in the paper), each batch gives one
+    estimate, and the mean and standard deviation over batches are reported. GRIDE gives estimates at neighbour
+    scales 2, 4, ..., `range_max`; the reported one is at `scale` (the whole curve is returned too).
+
+    Runs in the dadapy interpreter (`python`, default `default_dadapy_python()`).
+
+    Returns:
+        Per layer: `{"id": mean, "id_std": std over batches, "batches": [...], "scales": [...], "curve": [...]}`.
+    """
+    python = python or default_dadapy_python()
+    if not os.path.isfile(python):
+        raise FileNotFoundError(
+            f"no dadapy interpreter at {python}: run `bash scripts/setup_dadapy.sh` or set ${DADAPY_PYTHON_ENV}"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        if isinstance(representations, np.ndarray):
+            if percentile is not None:
+                representations = np.stack([truncate_activations(layer, percentile) for layer in representations])
+            path = os.path.join(tmp, "representations.npy")
+            np.save(path, representations.astype(np.float32))
+        else:
+            if percentile is not None:
+                array = np.load(representations)
+                return intrinsic_dimension(array, python, batch_size, percentile, range_max, scale, seed)
+            path = os.fspath(representations)
+        out_path = os.path.join(tmp, "gride.json")
+        arguments = json.dumps(
+            {"input": path, "output": out_path, "batch_size": batch_size, "range_max": range_max, "scale": scale, "seed": seed}
+        )
+        subprocess.run([python, _GRIDE_WORKER, arguments], check=True)
+        with open(out_path) as f:
+            return json.load(f)

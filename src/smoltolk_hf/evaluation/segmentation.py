@@ -1,0 +1,135 @@
+"""Word segmentation from the last layer's dynamic weight `omega^(L)` (paper section 5.2, Table 3, appendix C.2).
+
+Peaks of `omega^(L)` along a speech input (`scipy.signal.find_peaks`) predict word boundaries. The prominence is
+tuned over (0, 0.15] in steps of 0.01 to maximise the R-value (as Kreuk et al., 2020). Scores count matches
+within a tolerance of one token, as Kreuk et al.'s evaluation does: a predicted boundary is a hit for precision if
+a reference boundary lies within the tolerance, a reference boundary is a hit for recall if a prediction does; the
+counts are summed over the corpus before the ratios are taken.
+
+Positions are deduplicated unit positions: `omega[k]` is the selector's weight at the input unit `k` (the state
+that predicts unit `k + 1`). A word boundary is the unit whose start is nearest the word's end time (the unit
+frames are rebuilt from the units dataset's `durations` and `frame_rate`); boundaries at the first unit or at or
+after the utterance end are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.signal import find_peaks
+
+PROMINENCE_GRID = tuple(round(0.01 * i, 2) for i in range(1, 16))  # (0, 0.15] in steps of 0.01
+
+
+@torch.no_grad()
+def layer_weights(model: Any, processor: Any, units: Sequence[Sequence[int]], batch_size: int = 8) -> list[np.ndarray]:
+    """Dynamic layer weights `omega`, `(n_units, num_hidden_layers)` per utterance, at the input unit positions.
+
+    Each utterance is encoded as the processor encodes speech (`<|speech|> u_1 ... u_n`); batches are right-padded.
+    """
+    if not model.config.use_dynamic_pooling:
+        raise ValueError("the model has no dynamic layer selector (use_dynamic_pooling=False): no omega to read")
+    device = next(model.parameters()).device
+    encoded = [processor(units=list(u))["input_ids"] for u in units]
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    results: list[np.ndarray | None] = [None] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        length = len(encoded[rows[0]])
+        input_ids = torch.full((len(rows), length), processor.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(input_ids)
+        for r, i in enumerate(rows):
+            input_ids[r, : len(encoded[i])] = torch.as_tensor(encoded[i])
+            attention_mask[r, : len(encoded[i])] = 1
+        omega = model.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).layer_weights
+        omega = omega.float().cpu().numpy()
+        for r, i in enumerate(rows):
+            n_units = len(units[i])
+            results[i] = omega[r, len(encoded[i]) - n_units : len(encoded[i])]
+    return results
+
+
+def word_boundaries(durations: Sequence[int], word_end_times: Sequence[float], frame_rate: float) -> np.ndarray:
+    """Unit positions of word boundaries: for each word end, the unit whose start frame is nearest to it."""
+    durations = np.asarray(durations, dtype=np.float64)
+    if len(durations) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.concatenate([[0.0], np.cumsum(durations)[:-1]])  # start frame of each unit
+    ends = np.asarray(word_end_times, dtype=np.float64) * frame_rate
+    nearest = np.abs(starts[None, :] - ends[:, None]).argmin(axis=1) if len(ends) else np.zeros(0, np.int64)
+    inside = ends < starts[-1] + durations[-1]  # a word ending at (or after) the last frame closes the utterance
+    return np.unique(nearest[inside & (nearest > 0)])
+
+
+def detect_peaks(weights: np.ndarray, prominence: float) -> np.ndarray:
+    """Peak positions of a 1-D weight sequence with at least `prominence`."""
+    return find_peaks(np.asarray(weights, dtype=np.float64), prominence=prominence)[0]
+
+
+def boundary_scores(
+    predicted: Sequence[Sequence[int]], reference: Sequence[Sequence[int]], tolerance: int = 1
+) -> dict[str, float]:
+    """Precision, recall, F1 and R-value (Räsänen et al., 2009) of predicted boundaries, counts summed over utterances."""
+    if len(predicted) != len(reference):
+        raise ValueError(f"{len(predicted)} predicted but {len(reference)} reference boundary lists")
+    precision_hits = recall_hits = num_predicted = num_reference = 0
+    for pred, ref in zip(predicted, reference):
+        pred, ref = np.asarray(pred, dtype=np.int64), np.asarray(ref, dtype=np.int64)
+        num_predicted += len(pred)
+        num_reference += len(ref)
+        if len(pred) and len(ref):
+            distance = np.abs(pred[:, None] - ref[None, :])
+            precision_hits += int((distance.min(axis=1) <= tolerance).sum())
+            recall_hits += int((distance.min(axis=0) <= tolerance).sum())
+    precision = precision_hits / num_predicted if num_predicted else 0.0
+    recall = recall_hits / num_reference if num_reference else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    # R-value: distance of (hit rate, over-segmentation) from the ideal point, penalising over-segmentation.
+    # Over-segmentation as in Kreuk et al.: recall / precision - 1 (-1 without hits, where both are 0).
+    over_segmentation = recall / precision - 1 if precision else -1.0
+    r1 = np.hypot(1 - recall, over_segmentation)
+    r2 = (-over_segmentation + recall - 1) / np.sqrt(2)
+    r_value = 1 - (abs(r1) + abs(r2)) / 2
+    return {"precision": precision, "recall": recall, "f1": f1, "r_value": float(r_value)}
+
+
+def tune_prominence(
+    weights: Sequence[np.ndarray],
+    reference: Sequence[Sequence[int]],
+    grid: Sequence[float] = PROMINENCE_GRID,
+    tolerance: int = 1,
+) -> dict[str, Any]:
+    """Scores peaks of each `weights[i]` (1-D, `omega^(L)`) for each prominence in `grid`; picks the best R-value.
+
+    Returns:
+        The best scores with their `prominence`, plus `grid`: the scores at every prominence.
+    """
+    results = []
+    for prominence in grid:
+        scores = boundary_scores([detect_peaks(w, prominence) for w in weights], reference, tolerance)
+        results.append({"prominence": float(prominence), **scores})
+    best = max(results, key=lambda r: r["r_value"])  # first best: the smallest prominence on ties
+    return {**best, "grid": results}
+
+
+def evaluate_segmentation(
+    model: Any,
+    processor: Any,
+    dataset: Any,
+    batch_size: int = 8,
+    grid: Sequence[float] = PROMINENCE_GRID,
+    tolerance: int = 1,
+) -> dict[str, Any]:
+    """Word segmentation scores on a units dataset with word alignments (`units`, `durations`, `word_end_times`,
+    `frame_rate`); utterances without alignment are skipped."""
+    rows = [row for row in dataset if len(row["word_end_times"]) > 0 and len(row["units"]) > 0]
+    if not rows:
+        raise ValueError("no utterance of the dataset has word alignments (word_end_times)")
+    omega = layer_weights(model, processor, [row["units"] for row in rows], batch_size)
+    reference = [word_boundaries(r["durations"], r["word_end_times"], r["frame_rate"]) for r in rows]
+    result = tune_prominence([w[:, -1] for w in omega], reference, grid, tolerance)
+    result["num_utterances"] = len(rows)
+    return result
