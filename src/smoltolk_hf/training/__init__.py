@@ -1,0 +1,26 @@
+"""Two-stage SmolTolk training with the Hugging Face `Trainer` (paper sections 3.2 and 4.1).
+
+- `optim`: parameter roles and groups, `TwoStageSchedule` (the stage-1 trapezoid and stage-2 constant rates);
+- `callback`: `TwoStageCallback` (stage/data agreement, exact resume of the data position, tokens seen);
+- `trainer`: `SmolTolkTrainer` (optimizer groups, frozen backbone in stage 1, separate loss logging);
+- `train`: the `smoltolk train CONFIG` entry point and its YAML format.
+"""
+
+from .callback import TwoStageCallback
+from .optim import TwoStageSchedule, parameter_groups, parameter_role, two_stage_scheduler
+from .train import build_trainer, cli_train, load_config, run_training
+from .trainer import SmolTolkTrainer, mixture_stream
+
+__all__ = [
+    "SmolTolkTrainer",
+    "TwoStageCallback",
+    "TwoStageSchedule",
+    "build_trainer",
+    "cli_train",
+    "load_config",
+    "mixture_stream",
+    "parameter_groups",
+    "parameter_role",
+    "run_training",
+    "two_stage_scheduler",
+]

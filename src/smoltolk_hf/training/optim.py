@@ -1,0 +1,122 @@
+"""Parameter groups and the two-stage learning-rate schedules (paper sections 3.2 and 4.1).
+
+Every parameter has one *role*, read from its name:
+
+| role       | parameters                                                         | stage 1                  | stage 2  |
+|------------|--------------------------------------------------------------------|--------------------------|----------|
+| `backbone` | `model.layers`, `model.norm`, `model.embed_tokens` (+ tied `lm_head`) | frozen                   | base rate |
+| `speech`   | input/output adapters, speech embeddings, marker embeddings        | trapezoid, peak 10x base | base rate |
+| `pooling`  | `model.layer_pooling` (`phi`, selector `S`)                        | base rate                | base rate |
+
+Each role is split into a weight-decayed group (matrices, `ndim >= 2`) and an undecayed one (norms, biases,
+`static_weights`), as nanoGPT's `configure_optimizers` does. The schedule is one `LambdaLR` with one lambda per
+group: the learning rate of a group at optimizer step `s` is `base_lr * schedule.lr_factor(role, s)`.
+
+"Frozen" means bit-identical: `SmolTolkTrainer` drops the backbone's gradients before clipping in stage 1, so
+AdamW skips those parameters entirely (no update, no weight decay, no moments) and stage 2 starts their AdamW
+state fresh, exactly as if they had `requires_grad=False`. They keep `requires_grad=True` throughout so that
+DDP and FSDP see one fixed set of trainable parameters. Their stage-1 factor is 0 as well, so logged learning
+rates tell the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+ROLES = ("backbone", "speech", "pooling")
+FROZEN_IN_STAGE1 = ("backbone",)
+_ROLE_PREFIXES = {
+    "backbone": ("model.layers.", "model.norm.", "model.embed_tokens.", "lm_head."),
+    "speech": ("model.input_adapter.", "model.output_adapter.", "model.speech_embed_tokens.", "model.marker_embed."),
+    "pooling": ("model.layer_pooling.",),
+}
+# Name segments added by wrappers (DDP, FSDP, activation checkpointing, torch.compile): not part of the role.
+_WRAPPER_SEGMENTS = ("module", "_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
+
+
+def parameter_role(name: str) -> str:
+    """The role (`backbone`, `speech` or `pooling`) of a `SmolTolkForCausalLM` parameter, by name."""
+    name = ".".join(part for part in name.split(".") if part not in _WRAPPER_SEGMENTS)
+    for role, prefixes in _ROLE_PREFIXES.items():
+        if name.startswith(prefixes):
+            return role
+    raise ValueError(f"Parameter {name!r} has no training role: add its module to training.optim._ROLE_PREFIXES.")
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer groups: one per (role, decayed or not), each tagged with `role` and `name`; empty ones left out.
+
+    Weight decay applies to matrices only (`ndim >= 2`: linear weights and embeddings), never to norms, biases or
+    the static pooling weights. Tied weights (`lm_head` / `embed_tokens`) appear once.
+    """
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {(role, decay): [] for role in ROLES for decay in (True, False)}
+    for name, param in model.named_parameters():
+        groups[parameter_role(name), param.ndim >= 2].append(param)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "role": role,
+         "name": f"{role}.{'decay' if decay else 'no_decay'}"}
+        for (role, decay), params in groups.items()
+        if params
+    ]
+
+
+@dataclass(frozen=True)
+class TwoStageSchedule:
+    """Learning-rate factors of the two stages (multiples of the base rate `TrainingArguments.learning_rate`).
+
+    Stage 1 is optimizer steps `[0, stage1_steps)`: the backbone is frozen (factor 0), the pooling weights run at
+    the base rate and the speech parameters follow a trapezoid: linear warm-up over `warmup_steps` to
+    `peak_factor`, then linear decay to 0 over the last `decay_fraction` of stage 1 (reaching 0 exactly at the
+    switch). In stage 2 every group runs at the base rate. Paper: 1000 stage-1 steps, 100 warm-up steps, peak
+    10x, decay over the last 20%.
+    """
+
+    stage1_steps: int = 1000
+    warmup_steps: int = 100
+    peak_factor: float = 10.0
+    decay_fraction: float = 0.2
+
+    def __post_init__(self):
+        if self.stage1_steps < 0 or self.warmup_steps < 0:
+            raise ValueError(f"stage1_steps and warmup_steps must be >= 0, got {self.stage1_steps}, {self.warmup_steps}.")
+        if self.stage1_steps and self.warmup_steps > self.stage1_steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} exceeds stage1_steps={self.stage1_steps}.")
+        if self.peak_factor <= 0 or not 0 < self.decay_fraction <= 1:
+            raise ValueError(
+                f"peak_factor must be > 0 and decay_fraction in (0, 1], got {self.peak_factor}, {self.decay_fraction}."
+            )
+
+    @property
+    def decay_steps(self) -> int:
+        return max(1, round(self.decay_fraction * self.stage1_steps))
+
+    def stage(self, step: int) -> int:
+        """Stage (1 or 2) of optimizer step `step` (0-based: the step that `TrainerState.global_step` counts up to)."""
+        return 1 if step < self.stage1_steps else 2
+
+    def lr_factor(self, role: str, step: int) -> float:
+        """Multiple of the base learning rate for parameters of `role` at optimizer step `step`."""
+        if role not in ROLES:
+            raise ValueError(f"Unknown role {role!r}; expected one of {ROLES}.")
+        if self.stage(step) == 2 or role == "pooling":
+            return 1.0
+        if role in FROZEN_IN_STAGE1:
+            return 0.0
+        warm_up = (step + 1) / self.warmup_steps if self.warmup_steps else 1.0
+        decay = (self.stage1_steps - step) / self.decay_steps
+        return self.peak_factor * min(1.0, warm_up, decay)
+
+
+def two_stage_scheduler(optimizer: torch.optim.Optimizer, schedule: TwoStageSchedule) -> LambdaLR:
+    """A `LambdaLR` giving each group of `parameter_groups` its role's factor (the groups' `lr` is the base rate)."""
+    missing = [i for i, group in enumerate(optimizer.param_groups) if group.get("role") not in ROLES]
+    if missing:
+        raise ValueError(f"Optimizer groups {missing} have no role: build them with parameter_groups().")
+    return LambdaLR(
+        optimizer, [lambda step, role=group["role"]: schedule.lr_factor(role, step) for group in optimizer.param_groups]
+    )

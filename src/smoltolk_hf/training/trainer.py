@@ -1,0 +1,164 @@
+"""`SmolTolkTrainer`: the HF `Trainer` with SmolTolk's parameter groups, two-stage schedule and loss logging.
+
+What it adds to `Trainer`, and why each needs a subclass rather than a callback:
+
+- `create_optimizer` / `create_scheduler`: the role groups of `training.optim` (the Trainer's own optimizer
+  class and arguments, so `optim=adamw_torch_fused` etc. still work) and one `LambdaLR` lambda per group;
+- `training_step`: in stage 1 the backbone's gradients are dropped right after backward, *before* gradient
+  clipping (which no callback can reach): the clipping norm then covers the trained parameters only and AdamW
+  skips the frozen ones entirely, as `requires_grad=False` would, without changing the parameter set that DDP
+  or FSDP registered;
+- `compute_loss` / `log`: the text loss, speech loss and selector entropy the model returns are accumulated
+  over micro-batches and processes and logged next to `loss`, with the tokens seen per modality;
+- `get_train_dataloader`: see "Data across processes" below.
+
+Data across processes. A `SmolTolkMixture` built with `rank=args.process_index, world_size=args.world_size`
+gives each process its own disjoint stream, so every process builds only the samples it trains on. Accelerate
+would otherwise either dispatch batches from process 0 (its default for iterable datasets; then build the
+mixture with `rank=0, world_size=1`) or wrap the dataset in an `IterableDatasetShard` that makes every process
+build all samples and keep a slice. With `dispatch_batches=False` and a rank-aware mixture, the shard wrapper is
+turned into a pass-through, exactly as the Trainer itself does for rank-aware batch samplers. `mixture_stream`
+says which rank/world size to build the mixture with for given `TrainingArguments`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate.data_loader import IterableDatasetShard
+from torch import nn
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..data.mixture import SmolTolkMixture
+from .callback import TwoStageCallback
+from .optim import FROZEN_IN_STAGE1, TwoStageSchedule, parameter_groups, two_stage_scheduler
+
+# Per-micro-batch sums accumulated between logs: text CE sum, text targets, speech CE sum, speech targets,
+# selector entropy sum, micro-batches with an entropy.
+_PARTS = ("text_sum", "text_n", "speech_sum", "speech_n", "entropy_sum", "entropy_n")
+
+
+def dispatches_batches(args: TrainingArguments) -> bool:
+    """Whether process 0 reads every batch and sends each process its share (accelerate's `dispatch_batches`;
+    unset means yes for an iterable dataset on several processes)."""
+    dispatch = args.accelerator_config.dispatch_batches
+    return args.world_size > 1 and (dispatch is None or dispatch)
+
+
+def mixture_stream(args: TrainingArguments) -> tuple[int, int]:
+    """`(rank, world_size)` to build the training `SmolTolkMixture` with, for these arguments."""
+    return (0, 1) if dispatches_batches(args) else (args.process_index, args.world_size)
+
+
+class SmolTolkTrainer(Trainer):
+    """A `Trainer` for `SmolTolkForCausalLM` with the paper's two-stage recipe (module docstring).
+
+    Args:
+        schedule: the two-stage learning-rate schedule (`TrainingArguments.learning_rate` is the base rate; the
+            Trainer's `lr_scheduler_type` and warm-up arguments are not used).
+        kwargs: as for `Trainer`. With a `SmolTolkMixture` as `train_dataset`, a `TwoStageCallback` is added
+            and `ignore_data_skip` is set (the callback restores the data position on resume).
+    """
+
+    def __init__(self, *args: Any, schedule: TwoStageSchedule, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.schedule = schedule
+        self.two_stage: TwoStageCallback | None = None
+        if isinstance(self.train_dataset, SmolTolkMixture):
+            if (self.train_dataset.rank, self.train_dataset.world_size) != mixture_stream(self.args):
+                raise ValueError(
+                    f"The mixture reads stream rank={self.train_dataset.rank} of {self.train_dataset.world_size}, "
+                    f"but these arguments need {mixture_stream(self.args)} (dispatch_batches="
+                    f"{dispatches_batches(self.args)}, {self.args.world_size} processes): see mixture_stream()."
+                )
+            self.args.ignore_data_skip = True
+            self.two_stage = TwoStageCallback(schedule, self.train_dataset)
+            self.add_callback(self.two_stage)
+        self._frozen: list[nn.Parameter] = []
+        self._parts = torch.zeros(len(_PARTS), dtype=torch.float64, device=self.args.device)
+
+    # ----- optimizer and schedule ------------------------------------------------------------------------------
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            model = self.model if model is None else model
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            groups = parameter_groups(model, self.args.weight_decay)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            self._frozen = [p for g in groups if g["role"] in FROZEN_IN_STAGE1 for p in g["params"]]
+        return self.optimizer
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> torch.optim.lr_scheduler.LRScheduler:
+        if self.lr_scheduler is None:
+            self.lr_scheduler = two_stage_scheduler(self.optimizer if optimizer is None else optimizer, self.schedule)
+        return self.lr_scheduler
+
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
+    ) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.schedule.stage(self.state.global_step) == 1:
+            for param in self._frozen:
+                param.grad = None  # frozen: outside the clipping norm, skipped by AdamW (no update, no decay)
+        return loss
+
+    # ----- data ------------------------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        dataloader = super().get_train_dataloader()
+        shard = getattr(dataloader, "dataset", None)
+        if isinstance(shard, IterableDatasetShard) and getattr(shard.dataset, "world_size", 1) > 1:
+            shard.num_processes, shard.process_index = 1, 0  # the mixture already reads this rank's stream
+        return dataloader
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
+        """`Trainer.train`; a resumed run also restores the data position and tokens seen (`TwoStageCallback`)."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No checkpoint to resume from in {self.args.output_dir}.")
+        if self.two_stage is not None:
+            self.two_stage.resume_from = resume_from_checkpoint or None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    # ----- logging ---------------------------------------------------------------------------------------------
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and outputs.get("text_loss") is not None:
+            entropy = outputs.get("layer_weights_entropy")
+            parts = (
+                outputs["text_loss"] * outputs["num_text_targets"],
+                outputs["num_text_targets"],
+                outputs["speech_loss"] * outputs["num_speech_targets"],
+                outputs["num_speech_targets"],
+                0.0 if entropy is None else entropy,
+                0.0 if entropy is None else 1.0,
+            )
+            self._parts += torch.stack([torch.as_tensor(p, dtype=torch.float64, device=self._parts.device) for p in parts])
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:  # a training log: add the loss parts accumulated since the last one
+            text_sum, text_n, speech_sum, speech_n, entropy_sum, entropy_n = (
+                self.accelerator.reduce(self._parts, reduction="sum").tolist()
+            )
+            self._parts.zero_()
+            logs["text_loss"] = text_sum / max(text_n, 1)
+            logs["speech_loss"] = speech_sum / max(speech_n, 1)
+            if entropy_n:
+                logs["layer_weights_entropy"] = entropy_sum / entropy_n
+            if self.two_stage is not None:
+                self.two_stage.tokens_seen["text"] += int(text_n)
+                self.two_stage.tokens_seen["speech"] += int(speech_n)
+                logs["text_tokens_seen"] = self.two_stage.tokens_seen["text"]
+                logs["speech_tokens_seen"] = self.two_stage.tokens_seen["speech"]
+            logs["stage"] = self.schedule.stage(self.state.global_step - 1)
+        super().log(logs, start_time)

@@ -1,0 +1,252 @@
+"""Two-stage training through the HF Trainer: frozen backbone, schedules, exact resume, logging, config errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+import datasets
+import pytest
+import torch
+import yaml
+from test_data_samples import NUM_UNITS, TOKENIZER, make_speech_data, make_text_data
+from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+
+from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
+from smoltolk_hf.training import TwoStageSchedule, build_trainer, cli_train, parameter_groups, run_training
+from smoltolk_hf.training.callback import STATE_NAME
+from smoltolk_hf.training.optim import parameter_role
+
+TINY_LLAMA = dict(
+    vocab_size=len(TOKENIZER),
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    tie_word_embeddings=True,
+    eos_token_id=TOKENIZER.eos_token_id,
+)
+STAGE1, STEPS, BATCH = 4, 8, 3
+
+
+def write_assets(root: str) -> dict[str, str]:
+    """A tiny text LM with its tokenizer and tiny unit/text datasets, saved to disk as a user would have them."""
+    torch.manual_seed(0)
+    paths = {name: os.path.join(root, name) for name in ("backbone", "units", "text")}
+    LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).save_pretrained(paths["backbone"])
+    TOKENIZER.save_pretrained(paths["backbone"])
+    make_speech_data(num_utterances=24, seed=1)[0].save_to_disk(paths["units"])
+    make_text_data(40, seed=2).save_to_disk(paths["text"])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, str]:
+    return write_assets(str(tmp_path_factory.mktemp("assets")))
+
+
+def tiny_config(assets: dict[str, str], output_dir: str, **training) -> dict:
+    return {
+        "model": {"from_text_model": assets["backbone"], "num_speech_units": NUM_UNITS, "attn_implementation": "eager"},
+        "data": {
+            "context_length": 64,
+            "speech": [assets["units"]],
+            "text": [{"path": assets["text"], "weight": 1.0}],
+            "interleaved": [{"path": assets["units"]}],
+        },
+        "stages": {"stage1_steps": STAGE1, "warmup_steps": 2, "peak_factor": 10.0, "decay_fraction": 0.5},
+        "training": {
+            "output_dir": output_dir,
+            "max_steps": STEPS,
+            "per_device_train_batch_size": BATCH,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "seed": 3,
+            **training,
+        },
+    }
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+class Recorder(TrainerCallback):
+    """Weights after each optimizer step and each group's learning rate during it."""
+
+    def __init__(self):
+        self.snapshots, self.lrs, self.with_adam_state = {}, {}, {}
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self.lrs[state.global_step] = {g["name"]: g["lr"] for g in optimizer.param_groups}
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.snapshots[state.global_step] = weights(model)
+        self.with_adam_state[state.global_step] = {
+            g["role"]: sum(bool(optimizer.state.get(p)) for p in g["params"]) for g in optimizer.param_groups
+        }
+
+
+@pytest.fixture(scope="module")
+def two_stage_run(assets, tmp_path_factory):
+    trainer = build_trainer(tiny_config(assets, str(tmp_path_factory.mktemp("run"))))
+    recorder = Recorder()
+    trainer.add_callback(recorder)
+    initial = weights(trainer.model)
+    trainer.train()
+    return trainer, recorder, initial
+
+
+def test_parameter_groups_cover_every_parameter_once_with_decay_on_matrices_only(tiny_smoltolk):
+    groups = parameter_groups(tiny_smoltolk, weight_decay=0.1)
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in tiny_smoltolk.parameters()) and len(set(grouped)) == len(grouped)
+    names = {id(p): n for n, p in tiny_smoltolk.named_parameters()}
+    for group in groups:
+        for p in group["params"]:
+            assert parameter_role(names[id(p)]) == group["role"]
+            assert group["weight_decay"] == (0.1 if p.ndim >= 2 else 0.0)
+    roles = {names[id(p)]: g["role"] for g in groups for p in g["params"]}
+    assert roles["model.embed_tokens.weight"] == roles["model.norm.weight"] == "backbone"
+    assert roles["model.layer_pooling.static_weights"] == "pooling"
+    assert roles["model.speech_embed_tokens.weight"] == roles["model.marker_embed.weight"] == "speech"
+    assert parameter_role("module._fsdp_wrapped_module.model.input_adapter.0.mlp.up_proj.weight") == "speech"
+    with pytest.raises(ValueError, match="no training role"):
+        parameter_role("model.something_new.weight")
+
+
+def test_schedule_factors():
+    schedule = TwoStageSchedule(stage1_steps=1000, warmup_steps=100, peak_factor=10.0, decay_fraction=0.2)
+    speech = [schedule.lr_factor("speech", s) for s in (0, 49, 99, 500, 799, 800, 900, 999, 1000, 5000)]
+    assert speech == pytest.approx([0.1, 5.0, 10.0, 10.0, 10.0, 10.0, 5.0, 0.05, 1.0, 1.0])
+    assert [schedule.lr_factor("backbone", s) for s in (0, 999, 1000)] == [0.0, 0.0, 1.0]
+    assert [schedule.lr_factor("pooling", s) for s in (0, 999, 1000)] == [1.0, 1.0, 1.0]
+    assert TwoStageSchedule(stage1_steps=0, warmup_steps=0).lr_factor("backbone", 0) == 1.0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TwoStageSchedule(stage1_steps=10, warmup_steps=20)
+
+
+def test_stage1_freezes_the_backbone_bit_for_bit_and_stage2_trains_it(two_stage_run):
+    trainer, recorder, initial = two_stage_run
+    assert trainer.state.global_step == STEPS
+    after_stage1, final = recorder.snapshots[STAGE1], recorder.snapshots[STEPS]
+    for name, value in initial.items():
+        role = parameter_role(name)
+        if role == "backbone":
+            assert torch.equal(after_stage1[name], value), f"{name} moved in stage 1"
+            assert not torch.equal(final[name], value), f"{name} did not move in stage 2"
+        else:
+            assert not torch.equal(after_stage1[name], value), f"{name} did not move in stage 1"
+    # AdamW skipped the frozen parameters in stage 1 (no moments, no decay): stage 2 starts them fresh.
+    assert recorder.with_adam_state[STAGE1]["backbone"] == 0 < recorder.with_adam_state[STAGE1]["speech"]
+    assert recorder.with_adam_state[STAGE1 + 1]["backbone"] > 0
+    assert trainer.model.lm_head.weight is trainer.model.model.embed_tokens.weight
+
+
+def test_learning_rates_follow_the_schedule(two_stage_run):
+    trainer, recorder, _ = two_stage_run
+    base, schedule = trainer.args.learning_rate, trainer.schedule
+    for step, lrs in recorder.lrs.items():
+        for name, lr in lrs.items():
+            assert lr == pytest.approx(base * schedule.lr_factor(name.split(".")[0], step)), (step, name)
+    assert recorder.lrs[0]["speech.decay"] == pytest.approx(base * 5.0)  # warm-up 1/2 of the 10x peak
+    assert recorder.lrs[1]["speech.decay"] == pytest.approx(base * 10.0)
+    assert recorder.lrs[3]["speech.decay"] == pytest.approx(base * 5.0)  # decay over the last 2 steps
+    assert recorder.lrs[STAGE1]["backbone.decay"] == recorder.lrs[STAGE1]["speech.decay"] == pytest.approx(base)
+
+
+def test_losses_entropy_stage_and_tokens_seen_are_logged(two_stage_run):
+    trainer, _, _ = two_stage_run
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == STEPS
+    for entry in logs:
+        assert {"text_loss", "speech_loss", "layer_weights_entropy", "num_input_tokens_seen"} <= set(entry)
+    assert [entry["stage"] for entry in logs] == [1] * STAGE1 + [2] * (STEPS - STAGE1)
+    assert logs[0]["text_loss"] > 0 and logs[0]["speech_loss"] > 0
+    text_seen = [entry["text_tokens_seen"] for entry in logs]
+    speech_seen = [entry["speech_tokens_seen"] for entry in logs]
+    assert text_seen == sorted(text_seen) and speech_seen == sorted(speech_seen) and speech_seen[-1] > 0
+    assert logs[-1]["num_input_tokens_seen"] == STEPS * BATCH * 64
+
+
+def test_stage1_data_is_interleaved_and_stage2_mixes(two_stage_run):
+    trainer, _, _ = two_stage_run
+    mixture = trainer.train_dataset
+    assert mixture.stage1_samples == STAGE1 * BATCH
+    assert {mixture.modality(k) for k in range(STAGE1 * BATCH)} == {"interleaved"}
+    assert {mixture.modality(k) for k in range(STAGE1 * BATCH, STEPS * BATCH)} == {"speech", "text", "interleaved"}
+
+
+def test_resume_equals_straight_training(assets, tmp_path):
+    straight = run_training(tiny_config(assets, str(tmp_path / "straight")))
+    config = tiny_config(assets, str(tmp_path / "halves"), save_strategy="steps", save_steps=STEPS // 2)
+    first_half = copy.deepcopy(config)
+    first_half["training"]["max_steps"] = STEPS // 2
+    run_training(first_half)  # stops at the stage switch; the schedule depends on the step only, not max_steps
+    checkpoint = tmp_path / "halves" / f"checkpoint-{STEPS // 2}"
+    saved = json.loads((checkpoint / STATE_NAME).read_text())
+    assert saved["mixture"]["samples_consumed"] == STEPS // 2 * BATCH
+    resumed = run_training(config, resume=True)
+    assert resumed.state.global_step == STEPS
+    for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), name
+    logs = {e["step"]: e for e in resumed.state.log_history if "loss" in e}
+    straight_logs = {e["step"]: e for e in straight.state.log_history if "loss" in e}
+    assert logs[STEPS]["speech_tokens_seen"] == straight_logs[STEPS]["speech_tokens_seen"]
+    # The final model is saved where from_pretrained finds it.
+    reloaded = SmolTolkForCausalLM.from_pretrained(str(tmp_path / "halves"))
+    assert torch.equal(reloaded.model.speech_embed_tokens.weight, resumed.model.model.speech_embed_tokens.weight)
+
+
+def test_resume_refuses_another_data_geometry(assets, tmp_path):
+    config = tiny_config(assets, str(tmp_path), max_steps=2, save_strategy="steps", save_steps=2)
+    run_training(config)
+    config["training"].update(max_steps=4, per_device_train_batch_size=BATCH + 1)
+    config["stages"]["stage1_steps"] = STAGE1
+    with pytest.raises(ValueError, match="Cannot resume"):
+        run_training(config, resume=True)
+
+
+def _write(config: dict, path) -> str:
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_cli_trains_from_yaml(assets, tmp_path, capsys):
+    config = tiny_config(assets, str(tmp_path / "out"), max_steps=2)
+    config["stages"] = {"stage1_steps": 1, "warmup_steps": 1}
+    assert cli_train([_write(config, tmp_path / "train.yaml")]) == 0
+    assert SmolTolkForCausalLM.from_pretrained(str(tmp_path / "out")).config.num_speech_units == NUM_UNITS
+
+
+@pytest.mark.parametrize(
+    "change, where, message",
+    [
+        (lambda c, a, t: c["data"].update(speech=[str(t / "no_units")]), "data.speech[0] (", "column(s) ['units']"),
+        (lambda c, a, t: c["data"].update(text=[{"path": "parquet", "data_files": str(t / "empty.parquet")}]),
+         "data.text[0] (", "no data"),
+        (lambda c, a, t: c["data"].update(interleaved=[str(t / "unaligned")]), "data.interleaved[0] (", "no usable"),
+        (lambda c, a, t: c["data"].update(context_length=1), "data.speech[0] (", "too short"),
+        (lambda c, a, t: c["data"].update(speech=[str(t / "missing")]), "data.speech[0] (", "missing"),
+        (lambda c, a, t: c["data"].update(interleaved=[]), "", "stage 1 needs interleaved"),
+        (lambda c, a, t: c["training"].pop("max_steps"), "", "max_steps"),
+        (lambda c, a, t: c["model"].update(from_pretrained=a["backbone"]), "", "exactly one of"),
+        (lambda c, a, t: c.update(optimizer={}), "", "Unknown config section"),
+    ],
+)
+def test_bad_configs_fail_with_a_clear_message(assets, tmp_path, capsys, change, where, message):
+    datasets.Dataset.from_dict({"tokens": [[1, 2, 3]]}).save_to_disk(str(tmp_path / "no_units"))
+    make_text_data(3).select([]).to_parquet(str(tmp_path / "empty.parquet"))
+    make_speech_data(4, unaligned=4)[0].save_to_disk(str(tmp_path / "unaligned"))
+    config = tiny_config(assets, str(tmp_path / "out"))
+    change(config, assets, tmp_path)
+    capsys.readouterr()
+    assert cli_train([_write(config, tmp_path / "train.yaml")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {where}") and message in error, error
