@@ -1,0 +1,80 @@
+"""`smoltolk eval` end to end on a saved tiny model, the demo evaluation, and speech NLL."""
+
+import json
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from smoltolk_hf.data.prepare import UNIT_DATASET_FEATURES
+from smoltolk_hf.evaluation import speech_nll
+from smoltolk_hf.evaluation.cli import cli_eval
+from smoltolk_hf.evaluation.demo_eval import cloze_items_from_corpus, run_demo_evaluation
+from smoltolk_hf.evaluation.scoring import token_log_probs
+
+from test_eval_scoring import N_UNITS, SENTENCES, tiny_eval_model
+
+
+def units_dataset(n: int = 6, seed: int = 0) -> Dataset:
+    """Word-aligned utterances: each word lasts 2-4 units of 1-3 frames at 25 Hz."""
+    rng = np.random.default_rng(seed)
+    rows = {k: [] for k in UNIT_DATASET_FEATURES}
+    for i in range(n):
+        words = SENTENCES[i % len(SENTENCES)].split()
+        units, durations, ends, frames = [], [], [], 0
+        for _ in words:
+            for _ in range(int(rng.integers(2, 5))):
+                units.append(int(rng.integers(0, N_UNITS)))
+                durations.append(int(rng.integers(1, 4)))
+                frames += durations[-1]
+            ends.append(frames / 25.0)
+        for key, value in (("id", f"utt{i}"), ("units", units), ("durations", durations), ("text", " ".join(words)),
+                           ("words", words), ("word_end_times", ends), ("frame_rate", 25.0)):
+            rows[key].append(value)
+    return Dataset.from_dict(rows, features=UNIT_DATASET_FEATURES)
+
+
+def test_speech_nll_is_the_mean_unit_log_prob_and_windows():
+    model, processor = tiny_eval_model()
+    utterances = [[1, 2, 3, 4, 5], [6, 7]]
+    result = speech_nll(model, processor, utterances)
+    log_probs = token_log_probs(model, [processor(units=u)["input_ids"] for u in utterances])
+    assert result["nll"] == pytest.approx(-float(np.mean(np.concatenate([lp.numpy() for lp in log_probs]))), abs=1e-5)
+    assert result["num_units"] == 7 and result["num_utterances"] == 2
+    windowed = speech_nll(model, processor, utterances, max_length=3)  # <|speech|> + 2 units per window
+    assert windowed["num_units"] == 7
+
+
+def test_cli_writes_table1_report(tmp_path):
+    model, processor = tiny_eval_model()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    manifest = tmp_path / "tsc.jsonl"
+    items = cloze_items_from_corpus(units_dataset())
+    manifest.write_text("".join(
+        json.dumps({"id": it.id, **{f"{role}_{k}": (v.tolist() if k == "units" else v)
+                                    for role in ("context", "correct", "incorrect")
+                                    for k, v in (("text", getattr(it, role)["text"]),
+                                                 ("units", getattr(it, role)["speech"]))}}) + "\n"
+        for it in items
+    ))
+    units_dataset().save_to_disk(tmp_path / "units")
+    assert cli_eval([str(tmp_path / "model"), "--out", str(tmp_path / "out"), "--tstorycloze", str(manifest),
+                     "--speech-nll", str(tmp_path / "units"), "--segmentation", str(tmp_path / "units"),
+                     "--batch-size", "4", "--name", "tiny"]) == 0
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| Model | BLIMP T | BLIMP S | tStoryCloze T | tStoryCloze S | tStoryCloze T→S |" in markdown
+    (result,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(result["tstorycloze"]) == {"S", "T", "T->S", "S->T"}
+    assert result["details"]["tstorycloze"]["S"]["num_pairs"] == len(items)
+    assert result["speech_nll"] > 0 and 0 <= result["segmentation"]["r_value"] <= 1
+    assert result["options"] == {"reduction": "mean", "scope": "continuation", "ties": "wrong", "average": "macro",
+                                 "batch_size": 4}
+
+
+def test_demo_evaluation(tmp_path, capsys):
+    model, processor = tiny_eval_model()
+    result = run_demo_evaluation(model, processor, units_dataset(), tmp_path)
+    assert set(result["accuracy"]) == {"S", "T", "T->S", "S->T"} and result["num_pairs"] == 6
+    assert open(result["figure"], "rb").read(4) == b"\x89PNG"
+    assert "T→S" in capsys.readouterr().out
