@@ -32,7 +32,7 @@ from .tokenization_speech import SpeechTokenizer
 PROCESSOR_CONFIG_NAME = "processor_config.json"
 SPEECH_TOKENIZER_SUBFOLDER = "speech_tokenizer"
 # Keyword arguments transformers' loaders (AutoProcessor, pipeline) add that are not Hub download options.
-_LOADER_ONLY_KWARGS = ("trust_remote_code", "code_revision", "_from_auto", "_from_pipeline")
+_LOADER_ONLY_KWARGS = ("code_revision", "_from_auto", "_from_pipeline")
 
 Segment = tuple[str, Any]
 
@@ -340,7 +340,9 @@ class SmolTolkProcessor(PushToHubMixin):
     @classmethod
     def from_pretrained(cls, pretrained_path: str | os.PathLike, **hub_kwargs: Any) -> SmolTolkProcessor:
         """Loads a folder written by `save_pretrained` or a Hub repo id (via `snapshot_download`, which gets the
-        keyword arguments, e.g. `revision`, `token`, `cache_dir`)."""
+        keyword arguments, e.g. `revision`, `token`, `cache_dir`). `trust_remote_code` goes to `AutoTokenizer`,
+        which also reads the folder's model config: SmolTolk's, remote code where this package is not installed."""
+        trust_remote_code = hub_kwargs.pop("trust_remote_code", None)
         for name in _LOADER_ONLY_KWARGS:
             hub_kwargs.pop(name, None)
         directory = os.fspath(pretrained_path)
@@ -352,7 +354,7 @@ class SmolTolkProcessor(PushToHubMixin):
             config = json.load(f)
         speech_directory = os.path.join(directory, SPEECH_TOKENIZER_SUBFOLDER)
         processor = cls(
-            AutoTokenizer.from_pretrained(directory),
+            AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code),
             SpeechTokenizer.from_pretrained(speech_directory) if os.path.isdir(speech_directory) else None,
             vocab_size=config["vocab_size"],
             num_speech_units=config["num_speech_units"],
