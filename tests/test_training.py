@@ -168,6 +168,9 @@ def test_losses_entropy_stage_and_tokens_seen_are_logged(two_stage_run):
     for entry in logs:
         assert {"text_loss", "speech_loss", "layer_weights_entropy", "num_input_tokens_seen"} <= set(entry)
     assert [entry["stage"] for entry in logs] == [1] * STAGE1 + [2] * (STEPS - STAGE1)
+    base = trainer.args.learning_rate
+    assert [entry["learning_rate_backbone"] for entry in logs] == [0.0] * STAGE1 + [base] * (STEPS - STAGE1)
+    assert logs[1]["learning_rate_speech"] == logs[1]["learning_rate"] == pytest.approx(10 * base)
     assert logs[0]["text_loss"] > 0 and logs[0]["speech_loss"] > 0
     text_seen = [entry["text_tokens_seen"] for entry in logs]
     speech_seen = [entry["speech_tokens_seen"] for entry in logs]

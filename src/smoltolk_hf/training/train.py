@@ -56,6 +56,7 @@ RECIPE: dict[str, Any] = dict(
     bf16="auto",
     include_num_input_tokens_seen="all",
     accelerator_config={"dispatch_batches": False},  # each process builds its own samples (SmolTolkTrainer)
+    ddp_find_unused_parameters=False,  # every parameter takes part in every forward (all tables, all positions)
     logging_steps=10,
     report_to="none",
 )

@@ -33,7 +33,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..data.mixture import SmolTolkMixture
 from .callback import TwoStageCallback
-from .optim import FROZEN_IN_STAGE1, TwoStageSchedule, parameter_groups, two_stage_scheduler
+from .optim import FROZEN_IN_STAGE1, ROLES, TwoStageSchedule, parameter_groups, two_stage_scheduler
 
 # Per-micro-batch sums accumulated between logs: text CE sum, text targets, speech CE sum, speech targets,
 # selector entropy sum, micro-batches with an entropy.
@@ -160,5 +160,8 @@ class SmolTolkTrainer(Trainer):
                 self.two_stage.tokens_seen["speech"] += int(speech_n)
                 logs["text_tokens_seen"] = self.two_stage.tokens_seen["text"]
                 logs["speech_tokens_seen"] = self.two_stage.tokens_seen["speech"]
-            logs["stage"] = self.schedule.stage(self.state.global_step - 1)
+            step = self.state.global_step - 1  # the step just taken
+            logs["stage"] = self.schedule.stage(step)
+            for role in ROLES:  # the Trainer's `learning_rate` is the first group's only
+                logs[f"learning_rate_{role}"] = self.args.learning_rate * self.schedule.lr_factor(role, step)
         super().log(logs, start_time)

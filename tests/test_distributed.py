@@ -1,0 +1,80 @@
+"""The training entry under torchrun: 2 CPU processes (gloo) step together and end with identical weights.
+
+Both data modes are run: each process reading its own mixture stream (the default, `dispatch_batches=False`)
+and process 0 dispatching every batch. The per-stream run must also match one process with the same total
+batch: the two processes jointly read exactly the samples that one process reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from test_training import BATCH, STEPS, tiny_config, write_assets
+
+from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
+from smoltolk_hf.training import run_training
+
+WORKER = """
+import hashlib, json, os, sys
+from smoltolk_hf.training import run_training
+
+trainer = run_training(sys.argv[1])
+digest = hashlib.sha256()
+for name, param in sorted(trainer.model.named_parameters()):
+    digest.update(name.encode() + param.detach().numpy().tobytes())
+mixture = trainer.train_dataset
+report = dict(
+    rank=trainer.args.process_index, world_size=trainer.args.world_size, steps=trainer.state.global_step,
+    weights=digest.hexdigest(), stream=[mixture.rank, mixture.world_size], consumed=mixture.samples_consumed,
+)
+with open(os.path.join(sys.argv[2], f"rank{report['rank']}.json"), "w") as f:
+    json.dump(report, f)
+"""
+
+
+def launch(config: dict, folder) -> list[dict]:
+    folder.mkdir()
+    (folder / "train.yaml").write_text(yaml.safe_dump(config))
+    (folder / "worker.py").write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = subprocess.run(
+        [*command, str(folder / "worker.py"), str(folder / "train.yaml"), str(folder)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return [json.loads((folder / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_processes_step_together_in_both_data_modes(tmp_path):
+    assets = write_assets(str(tmp_path / "assets"))
+    config = tiny_config(assets, str(tmp_path / "own_streams" / "out"))
+    reports = launch(config, tmp_path / "own_streams")
+    assert [r["world_size"] for r in reports] == [2, 2] and [r["steps"] for r in reports] == [STEPS, STEPS]
+    assert reports[0]["weights"] == reports[1]["weights"]
+    assert [r["stream"] for r in reports] == [[0, 2], [1, 2]]
+    for r in reports:  # each process built its own samples only (plus the loader's read-ahead)
+        assert STEPS * BATCH <= r["consumed"] <= (STEPS + 2) * BATCH
+
+    # One process with the same total batch reads the same samples per step: same training up to float sums.
+    single = tiny_config(assets, str(tmp_path / "single"), per_device_train_batch_size=2 * BATCH)
+    expected = run_training(single).model
+    distributed = SmolTolkForCausalLM.from_pretrained(str(tmp_path / "own_streams" / "out"))
+    for (name, a), b in zip(expected.named_parameters(), distributed.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+    config = tiny_config(assets, str(tmp_path / "dispatched" / "out"), accelerator_config={"dispatch_batches": True})
+    reports = launch(config, tmp_path / "dispatched")
+    assert reports[0]["weights"] == reports[1]["weights"] and reports[0]["steps"] == STEPS
+    assert [r["stream"] for r in reports] == [[0, 1], [0, 1]]
+    assert reports[0]["consumed"] >= STEPS * 2 * BATCH and reports[1]["consumed"] == 0  # process 0 read for both
+    dispatched = SmolTolkForCausalLM.from_pretrained(str(tmp_path / "dispatched" / "out"))
+    for (name, a), b in zip(expected.named_parameters(), dispatched.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
