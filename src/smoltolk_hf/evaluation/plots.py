@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_layer_weights(
@@ -37,7 +38,8 @@ def plot_layer_weights(
     )
     fig.colorbar(image, ax=[top, bottom], label=r"$\omega$", fraction=0.03, pad=0.01)
     top.set_ylabel("layer")
-    top.set_title(title or r"Selector layer weights $\omega$ across a speech input")
+    # Word labels sit above the heat map: leave them room under the title.
+    top.set_title(title or r"Selector layer weights $\omega$ across a speech input", pad=24 if words else 6)
     bottom.plot(np.arange(positions), omega[:, -1], color="tab:blue", linewidth=1.2)
     if len(peaks):
         bottom.plot(peaks, omega[np.asarray(peaks), -1], "v", color="tab:red", markersize=5, label="peaks")
@@ -51,6 +53,8 @@ def plot_layer_weights(
         for b, word in zip(boundaries, words):
             top.text(b - 0.5, layers + 0.6, word, rotation=45, fontsize=7, ha="right", va="bottom")
     bottom.set_xlim(-0.5, positions - 0.5)
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)
 
 
@@ -71,6 +75,7 @@ def plot_per_layer(
             error = np.asarray(errors[name], dtype=np.float64)
             axis.fill_between(layers, values - error, values + error, color=line.get_color(), alpha=0.2)
     axis.set_xlabel("layer")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.grid(alpha=0.3)
