@@ -17,15 +17,24 @@ from transformers import PreTrainedTokenizerFast
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkProcessor
 from smoltolk_hf.evaluation import ClozeItem, ScoringOptions, build_pairs, score_pairs
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 
 
 def word_tokenizer() -> PreTrainedTokenizerFast:
     """A small BPE so that text contexts need no download (its ids are valid text ids of any model)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 10, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
 
@@ -68,7 +77,10 @@ def main() -> None:
     items = synthetic_items(args.pairs, args.context, args.continuation)
     rows = []
     for name, config in (
-        ("tiny (4 layers, d 64)", SmolTolkConfig(vocab_size=len(tokenizer), num_speech_units=500, **TINY)),
+        (
+            "tiny (4 layers, d 64)",
+            SmolTolkConfig(vocab_size=len(tokenizer), num_speech_units=500, **TINY),
+        ),
         ("smoltolk-150m", SmolTolkConfig.from_preset("smoltolk-150m")),
     ):
         torch.manual_seed(0)
@@ -82,13 +94,19 @@ def main() -> None:
             difference = float(np.abs(single_scores - batched_scores).max())
             rows.append((name, setting, len(pairs), single, batched, difference))
 
-    print(f"\n{args.pairs} pairs, context {args.context} units / 40 text tokens, continuations ~{args.continuation} "
-          f"units, {args.threads} threads, fp32\n")
-    print(f"| model | setting | pairs | one by one (pairs/s) | batched x{args.batch_size} (pairs/s) | speed-up | "
-          "max score diff |")
+    print(
+        f"\n{args.pairs} pairs, context {args.context} units / 40 text tokens, continuations ~{args.continuation} "
+        f"units, {args.threads} threads, fp32\n"
+    )
+    print(
+        f"| model | setting | pairs | one by one (pairs/s) | batched x{args.batch_size} (pairs/s) | speed-up | "
+        "max score diff |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, setting, n, single, batched, difference in rows:
-        print(f"| {name} | {setting} | {n} | {single:.2f} | {batched:.2f} | {batched / single:.2f}x | {difference:.1e} |")
+        print(
+            f"| {name} | {setting} | {n} | {single:.2f} | {batched:.2f} | {batched / single:.2f}x | {difference:.1e} |"
+        )
 
 
 if __name__ == "__main__":

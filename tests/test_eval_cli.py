@@ -5,14 +5,16 @@ import json
 import numpy as np
 import pytest
 from datasets import Dataset
+from test_eval_scoring import N_UNITS, SENTENCES, tiny_eval_model
 
 from smoltolk_hf.data.prepare import UNIT_DATASET_FEATURES
 from smoltolk_hf.evaluation import speech_nll
 from smoltolk_hf.evaluation.cli import cli_eval
-from smoltolk_hf.evaluation.demo_eval import cloze_items_from_corpus, run_demo_evaluation
+from smoltolk_hf.evaluation.demo_eval import (
+    cloze_items_from_corpus,
+    run_demo_evaluation,
+)
 from smoltolk_hf.evaluation.scoring import token_log_probs
-
-from test_eval_scoring import N_UNITS, SENTENCES, tiny_eval_model
 
 
 def units_dataset(n: int = 6, seed: int = 0) -> Dataset:
@@ -28,8 +30,15 @@ def units_dataset(n: int = 6, seed: int = 0) -> Dataset:
                 durations.append(int(rng.integers(1, 4)))
                 frames += durations[-1]
             ends.append(frames / 25.0)
-        for key, value in (("id", f"utt{i}"), ("units", units), ("durations", durations), ("text", " ".join(words)),
-                           ("words", words), ("word_end_times", ends), ("frame_rate", 25.0)):
+        for key, value in (
+            ("id", f"utt{i}"),
+            ("units", units),
+            ("durations", durations),
+            ("text", " ".join(words)),
+            ("words", words),
+            ("word_end_times", ends),
+            ("frame_rate", 25.0),
+        ):
             rows[key].append(value)
     return Dataset.from_dict(rows, features=UNIT_DATASET_FEATURES)
 
@@ -51,30 +60,65 @@ def test_cli_writes_table1_report(tmp_path):
     processor.save_pretrained(tmp_path / "model")
     manifest = tmp_path / "tsc.jsonl"
     items = cloze_items_from_corpus(units_dataset())
-    manifest.write_text("".join(
-        json.dumps({"id": it.id, **{f"{role}_{k}": (v.tolist() if k == "units" else v)
-                                    for role in ("context", "correct", "incorrect")
-                                    for k, v in (("text", getattr(it, role)["text"]),
-                                                 ("units", getattr(it, role)["speech"]))}}) + "\n"
-        for it in items
-    ))
+    manifest.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": it.id,
+                    **{
+                        f"{role}_{k}": (v.tolist() if k == "units" else v)
+                        for role in ("context", "correct", "incorrect")
+                        for k, v in (
+                            ("text", getattr(it, role)["text"]),
+                            ("units", getattr(it, role)["speech"]),
+                        )
+                    },
+                }
+            )
+            + "\n"
+            for it in items
+        )
+    )
     units_dataset().save_to_disk(tmp_path / "units")
-    assert cli_eval([str(tmp_path / "model"), "--out", str(tmp_path / "out"), "--tstorycloze", str(manifest),
-                     "--speech-nll", str(tmp_path / "units"), "--segmentation", str(tmp_path / "units"),
-                     "--batch-size", "4", "--name", "tiny"]) == 0
+    assert (
+        cli_eval(
+            [
+                str(tmp_path / "model"),
+                "--out",
+                str(tmp_path / "out"),
+                "--tstorycloze",
+                str(manifest),
+                "--speech-nll",
+                str(tmp_path / "units"),
+                "--segmentation",
+                str(tmp_path / "units"),
+                "--batch-size",
+                "4",
+                "--name",
+                "tiny",
+            ]
+        )
+        == 0
+    )
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "| Model | BLIMP T | BLIMP S | tStoryCloze T | tStoryCloze S | tStoryCloze T→S |" in markdown
     (result,) = json.loads((tmp_path / "out" / "results.json").read_text())
     assert set(result["tstorycloze"]) == {"S", "T", "T->S", "S->T"}
     assert result["details"]["tstorycloze"]["S"]["num_pairs"] == len(items)
     assert result["speech_nll"] > 0 and 0 <= result["segmentation"]["r_value"] <= 1
-    assert result["options"] == {"reduction": "mean", "scope": "continuation", "ties": "wrong", "average": "macro",
-                                 "batch_size": 4}
+    assert result["options"] == {
+        "reduction": "mean",
+        "scope": "continuation",
+        "ties": "wrong",
+        "average": "macro",
+        "batch_size": 4,
+    }
 
 
 def test_demo_evaluation(tmp_path, capsys):
     model, processor = tiny_eval_model()
     result = run_demo_evaluation(model, processor, units_dataset(), tmp_path)
     assert set(result["accuracy"]) == {"S", "T", "T->S", "S->T"} and result["num_pairs"] == 6
-    assert open(result["figure"], "rb").read(4) == b"\x89PNG"
+    with open(result["figure"], "rb") as f:
+        assert f.read(4) == b"\x89PNG"
     assert "T→S" in capsys.readouterr().out

@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_eval_scoring import tiny_eval_model
 
 from smoltolk_hf.evaluation.mmlu import text_causal_lm
 from smoltolk_hf.evaluation.scoring import token_log_probs
-
-from test_eval_scoring import tiny_eval_model
 
 QUESTIONS = [
     ("the cat sat on the", ["mat", "park", "apple", "home"], 0),
@@ -49,7 +48,13 @@ def test_lm_eval_local_multiple_choice_task_matches_our_scores(tmp_path):
         "metric_list:\n  - metric: acc\n"
     )
     model, processor = tiny_eval_model()
-    results = run_lm_eval(model, processor.tokenizer, ["smoltolk_local_mc"], include_path=tmp_path, device="cpu")
+    results = run_lm_eval(
+        model,
+        processor.tokenizer,
+        ["smoltolk_local_mc"],
+        include_path=tmp_path,
+        device="cpu",
+    )
     # The same choice by hand: the summed log-probability of " choice" after the question on the text path.
     correct = []
     for question, choices, answer in QUESTIONS:

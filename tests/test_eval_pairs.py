@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+from test_eval_scoring import N_UNITS, tiny_eval_model
 
 from smoltolk_hf.evaluation import (
     build_pairs,
@@ -18,14 +19,16 @@ from smoltolk_hf.evaluation import (
 from smoltolk_hf.processing_smoltolk import SmolTolkProcessor
 from smoltolk_hf.tokenization_speech import MfccFrontEnd, SpeechTokenizer
 
-from test_eval_scoring import N_UNITS, tiny_eval_model
-
 STORY = "a7d4c2e1-0000-4a4a-9b9b-123456789abc"
 
 
 def _wav(path, seconds=0.3, seed=0):
     rng = np.random.default_rng(seed)
-    sf.write(path, (0.1 * rng.standard_normal(int(16_000 * seconds))).astype(np.float32), 16_000)
+    sf.write(
+        path,
+        (0.1 * rng.standard_normal(int(16_000 * seconds))).astype(np.float32),
+        16_000,
+    )
 
 
 def _text(path, text):
@@ -54,7 +57,10 @@ def test_spoken_storycloze_release_through_the_speech_tokenizer(tmp_path, audio_
     with pytest.raises(ValueError, match="whole utterance"):
         evaluate_items(model, processor, items, settings=["T->S"])
     units = tokenize_speech(items, processor.speech_tokenizer)
-    np.testing.assert_array_equal(units[0].correct["speech"], processor.speech_tokenizer(items[0].correct["speech"]))
+    np.testing.assert_array_equal(
+        units[0].correct["speech"],
+        processor.speech_tokenizer(items[0].correct["speech"]),
+    )
 
 
 def test_crossmodal_layout_gives_four_settings(tmp_path):
@@ -96,7 +102,11 @@ def test_empty_transcript_and_unknown_layout(tmp_path):
 def test_sblimp_gold_pairs_groups_and_missing_wav(tmp_path, audio_processor):
     model, processor = audio_processor
     rows = ["filename,id,voice,type,subtype,correct,transcription"]
-    for pair_id, kind in ((1, "anaphor_agreement"), (2, "anaphor_agreement"), (3, "island_effects")):
+    for pair_id, kind in (
+        (1, "anaphor_agreement"),
+        (2, "anaphor_agreement"),
+        (3, "island_effects"),
+    ):
         for voice in ("V1", "V2"):
             rows.append(f"f{pair_id}{voice}c,{pair_id},{voice},{kind},x,1,the cat sat")
             rows.append(f"f{pair_id}{voice}i,{pair_id},{voice},{kind},x,0,cat the sat")
@@ -104,10 +114,16 @@ def test_sblimp_gold_pairs_groups_and_missing_wav(tmp_path, audio_processor):
     for seed, name in enumerate(row.split(",")[0] for row in rows[1:]):
         _wav(tmp_path / f"{name}.wav", seed=seed)
     items = load_sblimp(tmp_path)
-    assert len(items) == 6 and {i.group for i in items} == {"anaphor_agreement", "island_effects"}
+    assert len(items) == 6 and {i.group for i in items} == {
+        "anaphor_agreement",
+        "island_effects",
+    }
     result = evaluate_items(model, processor, items)
     assert set(result) == {"S", "T"}
-    assert set(result["S"]["group_accuracies"]) == {"anaphor_agreement", "island_effects"}
+    assert set(result["S"]["group_accuracies"]) == {
+        "anaphor_agreement",
+        "island_effects",
+    }
     (tmp_path / "f3V2i.wav").unlink()
     with pytest.raises(FileNotFoundError, match="f3V2i.wav"):
         evaluate_items(model, processor, load_sblimp(tmp_path), settings=["S"])
@@ -119,11 +135,21 @@ def test_sblimp_gold_pairs_groups_and_missing_wav(tmp_path, audio_processor):
 def test_manifest_with_units_and_storycloze_csv(tmp_path):
     manifest = tmp_path / "pairs.jsonl"
     manifest.write_text(
-        json.dumps({"id": "a", "context_units": [1, 2], "correct_units": [3], "incorrect_units": [4],
-                    "context_text": "x", "correct_text": "y", "incorrect_text": "z"}) + "\n"
+        json.dumps(
+            {
+                "id": "a",
+                "context_units": [1, 2],
+                "correct_units": [3],
+                "incorrect_units": [4],
+                "context_text": "x",
+                "correct_text": "y",
+                "incorrect_text": "z",
+            }
+        )
+        + "\n"
     )
     items = load_benchmark(manifest)
-    assert [p.correct for p in build_pairs(items, "T->S")][0][0][0] == "speech"
+    assert build_pairs(items, "T->S")[0].correct[0][0] == "speech"
     manifest.write_text(json.dumps({"id": "b", "correct_text": "y"}) + "\n")
     with pytest.raises(ValueError, match="pairs.jsonl, line 1: no incorrect_text"):
         load_benchmark(manifest)

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from test_eval_scoring import tiny_eval_model
 
 from smoltolk_hf.evaluation.representations import (
     default_dadapy_python,
@@ -13,8 +14,6 @@ from smoltolk_hf.evaluation.representations import (
     subspace_overlap,
     truncate_activations,
 )
-
-from test_eval_scoring import tiny_eval_model
 
 
 def test_overlap_with_itself_is_one_and_orthogonal_is_zero():
@@ -38,7 +37,10 @@ def test_truncation_clips_at_the_percentile():
 
 def test_last_token_representations_batched_equals_single():
     model, processor = tiny_eval_model()
-    sequences = [processor(units=[1, 2, 3])["input_ids"], processor(text="the cat sat")["input_ids"]]
+    sequences = [
+        processor(units=[1, 2, 3])["input_ids"],
+        processor(text="the cat sat")["input_ids"],
+    ]
     batched = last_token_representations(model, sequences, batch_size=2, pad_token_id=processor.pad_token_id)
     assert batched.shape == (3, 2, 32)
     for i, ids in enumerate(sequences):
@@ -47,7 +49,10 @@ def test_last_token_representations_batched_equals_single():
 
 
 @pytest.mark.dadapy
-@pytest.mark.skipif(not os.path.isfile(default_dadapy_python()), reason="dadapy environment missing (scripts/setup_dadapy.sh)")
+@pytest.mark.skipif(
+    not os.path.isfile(default_dadapy_python()),
+    reason="dadapy environment missing (scripts/setup_dadapy.sh)",
+)
 def test_gride_recovers_the_dimension_of_a_linear_manifold():
     rng = np.random.default_rng(0)
     layers = np.stack([rng.standard_normal((600, d)) @ rng.standard_normal((d, 40)) for d in (3, 8)])

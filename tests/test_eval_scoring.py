@@ -8,11 +8,22 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkProcessor
-from smoltolk_hf.evaluation import ClozeItem, ScoringOptions, build_pairs, evaluate_items, score_pairs
+from smoltolk_hf.evaluation import (
+    ClozeItem,
+    ScoringOptions,
+    build_pairs,
+    evaluate_items,
+    score_pairs,
+)
 from smoltolk_hf.evaluation.scoring import encode_candidate
 
 N_UNITS = 12
-SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "she went home and slept", "he ate the red apple"]
+SENTENCES = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "she went home and slept",
+    "he ate the red apple",
+]
 
 
 def eval_tokenizer() -> PreTrainedTokenizerFast:
@@ -20,7 +31,9 @@ def eval_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=290, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=290,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(SENTENCES, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
@@ -30,9 +43,16 @@ def tiny_eval_model(seed: int = 0, **overrides) -> tuple[SmolTolkForCausalLM, Sm
     """A tiny random SmolTolk and a processor without speech tokenizer (speech as units)."""
     tokenizer = eval_tokenizer()
     config = SmolTolkConfig(
-        vocab_size=len(tokenizer), num_speech_units=N_UNITS, hidden_size=32, intermediate_size=64,
-        num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        initializer_range=0.2, **overrides,
+        vocab_size=len(tokenizer),
+        num_speech_units=N_UNITS,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        **overrides,
     )
     torch.manual_seed(seed)
     model = SmolTolkForCausalLM(config).eval()
@@ -72,7 +92,10 @@ def test_score_is_mean_of_hand_computed_continuation_log_probs(tiny, setting):
         log_probs = model(torch.tensor([ids])).logits[0].log_softmax(-1)
     markers = {processor.text_marker_id, processor.speech_marker_id}
     expected = [float(log_probs[j - 1, ids[j]]) for j in range(len(context_ids), len(ids)) if ids[j] not in markers]
-    for reduction, reference in (("mean", np.mean(expected)), ("sum", np.sum(expected))):
+    for reduction, reference in (
+        ("mean", np.mean(expected)),
+        ("sum", np.sum(expected)),
+    ):
         scores = score_pairs(model, processor, [pair], ScoringOptions(reduction=reduction))
         assert scores.correct[0] == pytest.approx(reference, abs=1e-5)
 
@@ -98,7 +121,12 @@ def test_batched_equals_one_by_one(tiny):
         np.testing.assert_allclose(batched.incorrect, single.incorrect, atol=1e-5, rtol=0)
 
 
-def _biased(model: SmolTolkForCausalLM, text_ids: list[int], units: list[int], bias: float = 30.0):
+def _biased(
+    model: SmolTolkForCausalLM,
+    text_ids: list[int],
+    units: list[int],
+    bias: float = 30.0,
+):
     """Adds a logit bias to some text tokens and speech units: continuations made of them are preferred."""
     cfg = model.config
     head = torch.nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=True)
@@ -125,19 +153,32 @@ def test_model_with_known_preference_gets_expected_accuracy():
             id=str(i),
             context={"text": "she went home", "speech": np.array([5, 7, 9])},
             correct={"text": favoured_text, "speech": np.array([1, 2, 1, 2])},
-            incorrect={"text": "a dog ran in the park", "speech": np.array([8, 10, 4, 11])},
+            incorrect={
+                "text": "a dog ran in the park",
+                "speech": np.array([8, 10, 4, 11]),
+            },
         )
         for i in range(3)
     ]
     results = evaluate_items(model, processor, items)
-    assert {s: r["accuracy"] for s, r in results.items()} == {"S": 1.0, "T": 1.0, "T->S": 1.0, "S->T": 1.0}
+    assert {s: r["accuracy"] for s, r in results.items()} == {
+        "S": 1.0,
+        "T": 1.0,
+        "T->S": 1.0,
+        "S->T": 1.0,
+    }
     swapped = [ClozeItem(id=i.id, context=i.context, correct=i.incorrect, incorrect=i.correct) for i in items]
     assert all(r["accuracy"] == 0.0 for r in evaluate_items(model, processor, swapped).values())
 
 
 def test_ties_and_macro_average(tiny):
     model, processor = tiny
-    same = ClozeItem(id="tie", correct={"speech": np.array([1, 2, 3])}, incorrect={"speech": np.array([1, 2, 3])}, group="a")
+    same = ClozeItem(
+        id="tie",
+        correct={"speech": np.array([1, 2, 3])},
+        incorrect={"speech": np.array([1, 2, 3])},
+        group="a",
+    )
     others = [ClozeItem(id=i.id, correct=i.correct, incorrect=i.incorrect, group="b") for i in cloze_items(3)]
     pairs = build_pairs([same] + others, "S")
     scores = score_pairs(model, processor, pairs)

@@ -2,12 +2,16 @@
 
 import numpy as np
 import pytest
+from test_eval_scoring import tiny_eval_model
 
-from smoltolk_hf.evaluation import boundary_scores, layer_weights, tune_prominence, word_boundaries
+from smoltolk_hf.evaluation import (
+    boundary_scores,
+    layer_weights,
+    tune_prominence,
+    word_boundaries,
+)
 from smoltolk_hf.evaluation.plots import plot_layer_weights, plot_per_layer
 from smoltolk_hf.evaluation.segmentation import PROMINENCE_GRID
-
-from test_eval_scoring import tiny_eval_model
 
 
 def test_scores_match_hand_computation():
@@ -31,7 +35,10 @@ def test_scores_match_hand_computation():
 def test_word_boundaries_on_deduplicated_units():
     # Units last 2, 3, 1, 4 frames at 10 Hz: they start at frames 0, 2, 5, 6 (0, 0.2, 0.5, 0.6 s).
     durations, frame_rate = [2, 3, 1, 4], 10.0
-    assert word_boundaries(durations, [0.21, 0.52, 1.0], frame_rate).tolist() == [1, 2]  # 1.0 s closes the utterance
+    assert word_boundaries(durations, [0.21, 0.52, 1.0], frame_rate).tolist() == [
+        1,
+        2,
+    ]  # 1.0 s closes the utterance
     assert word_boundaries(durations, [0.0, 0.58], frame_rate).tolist() == [3]  # a boundary at unit 0 is dropped
 
 
@@ -54,11 +61,22 @@ def test_layer_weights_batched_equals_single_and_plot(tmp_path):
         assert omega.shape == (len(u), model.config.num_hidden_layers)
         np.testing.assert_allclose(omega, single, atol=1e-6)
         np.testing.assert_allclose(omega.sum(-1), 1.0, atol=1e-5)
-    path = plot_layer_weights(np.random.default_rng(0).dirichlet(np.ones(6), size=40), tmp_path / "fig5.png",
-                              boundaries=[8, 17, 30], words=["one", "two", "three"], peaks=[7, 18])
-    curves = plot_per_layer({"a": [1, 2, 3], "b": [2, 2, 1]}, tmp_path / "fig3.png", "ID", "Intrinsic dimension",
-                            errors={"a": [0.1, 0.2, 0.1]})
+    path = plot_layer_weights(
+        np.random.default_rng(0).dirichlet(np.ones(6), size=40),
+        tmp_path / "fig5.png",
+        boundaries=[8, 17, 30],
+        words=["one", "two", "three"],
+        peaks=[7, 18],
+    )
+    curves = plot_per_layer(
+        {"a": [1, 2, 3], "b": [2, 2, 1]},
+        tmp_path / "fig3.png",
+        "ID",
+        "Intrinsic dimension",
+        errors={"a": [0.1, 0.2, 0.1]},
+    )
     for png in (path, curves):
-        assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no dynamic layer selector"):
         layer_weights(tiny_eval_model(use_dynamic_pooling=False)[0], processor, units)

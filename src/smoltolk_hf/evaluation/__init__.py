@@ -20,8 +20,20 @@ from .pairs import (
     tokenize_speech,
 )
 from .report import format_report, table1_markdown, write_report
-from .scoring import PairScores, ScoringOptions, evaluate_items, score_pairs, token_log_probs
-from .segmentation import boundary_scores, evaluate_segmentation, layer_weights, tune_prominence, word_boundaries
+from .scoring import (
+    PairScores,
+    ScoringOptions,
+    evaluate_items,
+    score_pairs,
+    token_log_probs,
+)
+from .segmentation import (
+    boundary_scores,
+    evaluate_segmentation,
+    layer_weights,
+    tune_prominence,
+    word_boundaries,
+)
 
 __all__ = [
     "SETTINGS",
@@ -45,8 +57,8 @@ __all__ = [
     "speech_nll",
     "table1_markdown",
     "token_log_probs",
-    "tune_prominence",
     "tokenize_speech",
+    "tune_prominence",
     "word_boundaries",
     "write_report",
 ]

@@ -20,28 +20,76 @@ from .report import format_report, write_report
 from .scoring import ScoringOptions, evaluate_items
 
 # Benchmark flag -> results key (paper Table 1 column group).
-_BENCHMARKS = {"sblimp": "blimp", "tstorycloze": "tstorycloze", "sstorycloze": "sstorycloze"}
+_BENCHMARKS = {
+    "sblimp": "blimp",
+    "tstorycloze": "tstorycloze",
+    "sstorycloze": "sstorycloze",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="saved SmolTolk folder (or Hub id)")
-    parser.add_argument("--processor", default=None, help="SmolTolkProcessor folder (default: the model folder)")
+    parser.add_argument(
+        "--processor",
+        default=None,
+        help="SmolTolkProcessor folder (default: the model folder)",
+    )
     parser.add_argument("--out", required=True, help="output folder for results.md / results.json")
-    parser.add_argument("--name", default=None, help="row name in the table (default: the model folder name)")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="row name in the table (default: the model folder name)",
+    )
     for flag in _BENCHMARKS:
-        parser.add_argument(f"--{flag}", default=None, help=f"{flag} benchmark (any layout load_benchmark reads)")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=None, help="default: all available")
+        parser.add_argument(
+            f"--{flag}",
+            default=None,
+            help=f"{flag} benchmark (any layout load_benchmark reads)",
+        )
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        choices=list(SETTINGS),
+        default=None,
+        help="default: all available",
+    )
     parser.add_argument("--reduction", choices=("mean", "sum"), default="mean")
     parser.add_argument("--scope", choices=("continuation", "sequence"), default="continuation")
     parser.add_argument("--ties", choices=("wrong", "half"), default="wrong")
-    parser.add_argument("--average", choices=("macro", "micro"), default="macro", help="over sBLIMP types")
+    parser.add_argument(
+        "--average",
+        choices=("macro", "micro"),
+        default="macro",
+        help="over sBLIMP types",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-pairs", type=int, default=None, help="score only the first N pairs (quick checks)")
-    parser.add_argument("--speech-nll", default=None, help="units dataset (save_to_disk folder) for the speech NLL")
-    parser.add_argument("--segmentation", default=None, help="word-aligned units dataset for word segmentation")
-    parser.add_argument("--mmlu", action="store_true", help="MMLU on the text path (needs the `eval` extra)")
-    parser.add_argument("--mmlu-pre", default=None, help="the text backbone before speech training, for MMLU pre")
+    parser.add_argument(
+        "--max-pairs",
+        type=int,
+        default=None,
+        help="score only the first N pairs (quick checks)",
+    )
+    parser.add_argument(
+        "--speech-nll",
+        default=None,
+        help="units dataset (save_to_disk folder) for the speech NLL",
+    )
+    parser.add_argument(
+        "--segmentation",
+        default=None,
+        help="word-aligned units dataset for word segmentation",
+    )
+    parser.add_argument(
+        "--mmlu",
+        action="store_true",
+        help="MMLU on the text path (needs the `eval` extra)",
+    )
+    parser.add_argument(
+        "--mmlu-pre",
+        default=None,
+        help="the text backbone before speech training, for MMLU pre",
+    )
     parser.add_argument("--mmlu-tasks", nargs="+", default=["mmlu_continuation"])
     parser.add_argument("--mmlu-metric", default="acc", help="lm-eval metric reported as MMLU")
     parser.add_argument("--mmlu-include-path", default=None, help="folder of extra lm-eval task YAMLs")
@@ -100,8 +148,13 @@ def _mmlu(args: argparse.Namespace, model: Any, tokenizer: Any, device: str) -> 
 
     def run(lm: Any) -> dict[str, dict[str, float]]:
         return run_lm_eval(
-            lm, tokenizer, args.mmlu_tasks, batch_size=args.batch_size, limit=args.mmlu_limit,
-            include_path=args.mmlu_include_path, device=device,
+            lm,
+            tokenizer,
+            args.mmlu_tasks,
+            batch_size=args.batch_size,
+            limit=args.mmlu_limit,
+            include_path=args.mmlu_include_path,
+            device=device,
         )
 
     task = args.mmlu_tasks[0]

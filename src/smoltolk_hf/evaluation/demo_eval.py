@@ -16,12 +16,21 @@ import numpy as np
 from .pairs import SETTINGS, ClozeItem
 from .plots import plot_layer_weights
 from .scoring import ScoringOptions, evaluate_items
-from .segmentation import detect_peaks, evaluate_segmentation, layer_weights, word_boundaries
+from .segmentation import (
+    detect_peaks,
+    evaluate_segmentation,
+    layer_weights,
+    word_boundaries,
+)
 
 
 def _halves(row: Mapping[str, Any]) -> dict[str, tuple[Any, Any]] | None:
     """(first half, second half) of an utterance in text and speech, or None when it cannot be cut."""
-    words, ends, units = list(row["words"]), list(row["word_end_times"]), np.asarray(row["units"], dtype=np.int64)
+    words, ends, units = (
+        list(row["words"]),
+        list(row["word_end_times"]),
+        np.asarray(row["units"], dtype=np.int64),
+    )
     if len(words) < 4 or len(ends) != len(words) or len(units) < 4:
         return None
     middle = len(words) // 2
@@ -38,7 +47,9 @@ def cloze_items_from_corpus(rows: Iterable[Mapping[str, Any]], max_items: int | 
     """Spoken cloze items from units-dataset rows with word alignments (see the module docstring)."""
     eligible = [(row["id"], halves) for row in rows if (halves := _halves(row)) is not None]
     if len(eligible) < 2:
-        raise ValueError(f"need at least 2 word-aligned utterances of 4+ words to build cloze pairs, got {len(eligible)}")
+        raise ValueError(
+            f"need at least 2 word-aligned utterances of 4+ words to build cloze pairs, got {len(eligible)}"
+        )
     eligible = eligible[:max_items] if max_items else eligible
     items = []
     for index, (utterance_id, halves) in enumerate(eligible):

@@ -46,7 +46,7 @@ def run_lm_eval(
     tasks: Sequence[str] = ("mmlu_continuation",),
     num_fewshot: int | None = 0,
     batch_size: int = 8,
-    limit: int | float | None = None,
+    limit: float | None = None,
     include_path: str | os.PathLike | None = None,
     device: str | None = None,
 ) -> dict[str, dict[str, float]]:
@@ -68,7 +68,11 @@ def run_lm_eval(
     lm = HFLM(pretrained=text_model, tokenizer=tokenizer, batch_size=batch_size, device=device)
     task_manager = TaskManager(include_path=os.fspath(include_path) if include_path else None)
     output = lm_eval.simple_evaluate(
-        model=lm, tasks=list(tasks), num_fewshot=num_fewshot, limit=limit, task_manager=task_manager
+        model=lm,
+        tasks=list(tasks),
+        num_fewshot=num_fewshot,
+        limit=limit,
+        task_manager=task_manager,
     )
     results = {}
     for task, metrics in output["results"].items():

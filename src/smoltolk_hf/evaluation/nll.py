@@ -34,7 +34,10 @@ def speech_nll(
     for utterance in units:
         num_utterances += 1
         ids = processor(units=list(utterance), add_eos=include_eos)["input_ids"]
-        prefix, body = ids[: ids.index(processor.speech_marker_id) + 1], ids[ids.index(processor.speech_marker_id) + 1 :]
+        prefix, body = (
+            ids[: ids.index(processor.speech_marker_id) + 1],
+            ids[ids.index(processor.speech_marker_id) + 1 :],
+        )
         window = max_length - len(prefix)
         if window < 1:
             raise ValueError(f"max_length={max_length} leaves no room for units after the prefix {prefix}")

@@ -137,7 +137,10 @@ def build_pairs(items: list[ClozeItem], setting: str) -> list[Pair]:
                 f"item {item.id!r} is a whole utterance (no separate context): setting {setting} needs the context "
                 "and the continuation apart (use the cross-modal StoryCloze layout or a pair manifest)"
             )
-        needed = [("correct", continuation_modality), ("incorrect", continuation_modality)]
+        needed = [
+            ("correct", continuation_modality),
+            ("incorrect", continuation_modality),
+        ]
         if item.context:
             needed.append(("context", context_modality))
         for role, modality in needed:
@@ -147,10 +150,16 @@ def build_pairs(items: list[ClozeItem], setting: str) -> list[Pair]:
             if isinstance(content, str) and modality == "speech" and not os.path.isfile(content):
                 raise FileNotFoundError(f"speech file missing: {content} (item {item.id!r}, {role})")
         context = [(context_modality, item.context[context_modality])] if item.context else []
-        correct, incorrect = item.correct[continuation_modality], item.incorrect[continuation_modality]
+        correct, incorrect = (
+            item.correct[continuation_modality],
+            item.incorrect[continuation_modality],
+        )
         if context and context_modality == continuation_modality == "text":
             # Context and continuation are tokenized separately: a leading space keeps the word boundary.
-            correct, incorrect = _with_leading_space(correct), _with_leading_space(incorrect)
+            correct, incorrect = (
+                _with_leading_space(correct),
+                _with_leading_space(incorrect),
+            )
         pairs.append(
             Pair(
                 id=item.id,
@@ -169,16 +178,16 @@ def _with_leading_space(text: str) -> str:
 
 def tokenize_speech(items: list[ClozeItem], speech_tokenizer: Any, batch_size: int = 8) -> list[ClozeItem]:
     """Returns copies of `items` with every audio path replaced by its units, each file tokenized once."""
-    paths = sorted(
-        {c for item in items for role in ROLES if isinstance(c := getattr(item, role).get("speech"), str)}
-    )
+    paths = sorted({c for item in items for role in ROLES if isinstance(c := getattr(item, role).get("speech"), str)})
     if not paths:
         return items
     if speech_tokenizer is None:
         raise ValueError(f"{len(paths)} speech inputs are audio files (e.g. {paths[0]}) but no speech tokenizer")
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise FileNotFoundError(f"speech file missing: {missing[0]}" + (f" (+{len(missing) - 1} more)" * (len(missing) > 1)))
+        raise FileNotFoundError(
+            f"speech file missing: {missing[0]}" + (f" (+{len(missing) - 1} more)" * (len(missing) > 1))
+        )
     units = dict(zip(paths, speech_tokenizer(paths, batch_size=batch_size)))
     out = []
     for item in items:
@@ -271,7 +280,11 @@ def load_crossmodal_storycloze(folder: str | os.PathLike) -> list[ClozeItem]:
         content: dict[str, dict[str, Any]] = {role: {} for role in ROLES}
         sources = {}
         for extension in sorted(extensions):
-            for role, suffix in (("context", "mutual"), ("correct", "correct"), ("incorrect", "incorrect")):
+            for role, suffix in (
+                ("context", "mutual"),
+                ("correct", "correct"),
+                ("incorrect", "incorrect"),
+            ):
                 path = roles.get(role, {}).get(extension)
                 if path is None:
                     raise ValueError(f"{base}_{suffix}{extension} is missing (other files of {base} exist)")
@@ -353,7 +366,12 @@ def load_sblimp(path: str | os.PathLike) -> list[ClozeItem]:
         sources = {(label, m): f"{gold}, line {rows[label]['line']}" for label in roles for m in ("text",)}
         sources.update({(label, "speech"): roles[label]["speech"] for label in roles})
         items.append(
-            ClozeItem(id=f"{pair_id}/{voice}", group=rows["correct"]["type"], sources=sources, **roles)
+            ClozeItem(
+                id=f"{pair_id}/{voice}",
+                group=rows["correct"]["type"],
+                sources=sources,
+                **roles,
+            )
         )
     if not items:
         raise ValueError(f"{gold}: no rows")

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
 def plot_layer_weights(
@@ -30,28 +30,59 @@ def plot_layer_weights(
     omega = np.asarray(omega, dtype=np.float64)
     positions, layers = omega.shape
     fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(max(8.0, positions / 12), 5.5), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+        2,
+        1,
+        figsize=(max(8.0, positions / 12), 5.5),
+        sharex=True,
+        gridspec_kw={"height_ratios": [2, 1]},
     )
     image = top.imshow(
-        omega.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+        omega.T,
+        aspect="auto",
+        origin="lower",
+        cmap="viridis",
+        interpolation="nearest",
         extent=(-0.5, positions - 0.5, 0.5, layers + 0.5),
     )
     fig.colorbar(image, ax=[top, bottom], label=r"$\omega$", fraction=0.03, pad=0.01)
     top.set_ylabel("layer")
     # Word labels sit above the heat map: leave them room under the title.
-    top.set_title(title or r"Selector layer weights $\omega$ across a speech input", pad=24 if words else 6)
+    top.set_title(
+        title or r"Selector layer weights $\omega$ across a speech input",
+        pad=24 if words else 6,
+    )
     bottom.plot(np.arange(positions), omega[:, -1], color="tab:blue", linewidth=1.2)
     if len(peaks):
-        bottom.plot(peaks, omega[np.asarray(peaks), -1], "v", color="tab:red", markersize=5, label="peaks")
+        bottom.plot(
+            peaks,
+            omega[np.asarray(peaks), -1],
+            "v",
+            color="tab:red",
+            markersize=5,
+            label="peaks",
+        )
         bottom.legend(loc="upper right", fontsize=8)
     bottom.set_ylabel(r"$\omega^{(L)}$")
     bottom.set_xlabel("speech unit position")
     for axis in (top, bottom):
         for b in boundaries:
-            axis.axvline(b - 0.5, color="white" if axis is top else "0.35", linewidth=0.8, linestyle="--")
+            axis.axvline(
+                b - 0.5,
+                color="white" if axis is top else "0.35",
+                linewidth=0.8,
+                linestyle="--",
+            )
     if words is not None:
         for b, word in zip(boundaries, words):
-            top.text(b - 0.5, layers + 0.6, word, rotation=45, fontsize=7, ha="right", va="bottom")
+            top.text(
+                b - 0.5,
+                layers + 0.6,
+                word,
+                rotation=45,
+                fontsize=7,
+                ha="right",
+                va="bottom",
+            )
     bottom.set_xlim(-0.5, positions - 0.5)
     top.yaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -73,7 +104,13 @@ def plot_per_layer(
         (line,) = axis.plot(layers, values, marker="o", markersize=3, label=name)
         if errors and name in errors:
             error = np.asarray(errors[name], dtype=np.float64)
-            axis.fill_between(layers, values - error, values + error, color=line.get_color(), alpha=0.2)
+            axis.fill_between(
+                layers,
+                values - error,
+                values + error,
+                color=line.get_color(),
+                alpha=0.2,
+            )
     axis.set_xlabel("layer")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylabel(ylabel)

@@ -34,7 +34,11 @@ TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sstorycloze", "T->S"),
     ("sstorycloze", "S->T"),
 )
-_HEADINGS = {"blimp": "BLIMP", "tstorycloze": "tStoryCloze", "sstorycloze": "sStoryCloze"}
+_HEADINGS = {
+    "blimp": "BLIMP",
+    "tstorycloze": "tStoryCloze",
+    "sstorycloze": "sStoryCloze",
+}
 
 
 def _percent(value: float | None) -> str:
@@ -83,7 +87,10 @@ def write_report(results: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
     """Writes `results.md` and `results.json` to `out_dir`; returns their paths."""
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    markdown, data = os.path.join(out_dir, "results.md"), os.path.join(out_dir, "results.json")
+    markdown, data = (
+        os.path.join(out_dir, "results.md"),
+        os.path.join(out_dir, "results.json"),
+    )
     with open(markdown, "w") as f:
         f.write(format_report(results))
     with open(data, "w") as f:

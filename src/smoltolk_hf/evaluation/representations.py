@@ -38,7 +38,10 @@ def default_dadapy_python() -> str:
 
 @torch.no_grad()
 def last_token_representations(
-    model: Any, sequences: Sequence[Sequence[int]], batch_size: int = 8, pad_token_id: int = 0
+    model: Any,
+    sequences: Sequence[Sequence[int]],
+    batch_size: int = 8,
+    pad_token_id: int = 0,
 ) -> np.ndarray:
     """Backbone hidden states at each sequence's last token: `(num_hidden_layers, num_sequences, hidden_size)`.
 
@@ -46,7 +49,10 @@ def last_token_representations(
     """
     device = next(model.parameters()).device
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    out = np.zeros((model.config.num_hidden_layers, len(sequences), model.config.hidden_size), dtype=np.float32)
+    out = np.zeros(
+        (model.config.num_hidden_layers, len(sequences), model.config.hidden_size),
+        dtype=np.float32,
+    )
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         input_ids = torch.full((len(rows), len(sequences[rows[0]])), pad_token_id, dtype=torch.long)
@@ -55,7 +61,9 @@ def last_token_representations(
             input_ids[r, : len(sequences[i])] = torch.as_tensor(sequences[i])
             attention_mask[r, : len(sequences[i])] = 1
         hidden = model.model(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), output_hidden_states=True
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            output_hidden_states=True,
         ).hidden_states[1:]  # hidden_states[0] is the backbone input
         last = torch.as_tensor([len(sequences[i]) - 1 for i in rows], device=device)
         for layer, states in enumerate(hidden):
@@ -82,7 +90,10 @@ def explained_variance_fraction(source: np.ndarray, reference: np.ndarray, n_com
 
 
 def subspace_overlap(
-    speech: np.ndarray, text: np.ndarray, n_components: int = 50, percentile: float | None = 95.0
+    speech: np.ndarray,
+    text: np.ndarray,
+    n_components: int = 50,
+    percentile: float | None = 95.0,
 ) -> list[dict[str, float]]:
     """Per layer, cross-modal subspace overlap of paired `(layers, samples, dim)` speech and text representations.
 
@@ -94,11 +105,18 @@ def subspace_overlap(
     results = []
     for s, t in zip(speech, text):
         if percentile is not None:
-            s, t = truncate_activations(s, percentile), truncate_activations(t, percentile)
+            s, t = (
+                truncate_activations(s, percentile),
+                truncate_activations(t, percentile),
+            )
         speech_on_text = explained_variance_fraction(s, t, n_components)
         text_on_speech = explained_variance_fraction(t, s, n_components)
         results.append(
-            {"speech_on_text": speech_on_text, "text_on_speech": text_on_speech, "mean": (speech_on_text + text_on_speech) / 2}
+            {
+                "speech_on_text": speech_on_text,
+                "text_on_speech": text_on_speech,
+                "mean": (speech_on_text + text_on_speech) / 2,
+            }
         )
     return results
 
@@ -141,7 +159,14 @@ def intrinsic_dimension(
             path = os.fspath(representations)
         out_path = os.path.join(tmp, "gride.json")
         arguments = json.dumps(
-            {"input": path, "output": out_path, "batch_size": batch_size, "range_max": range_max, "scale": scale, "seed": seed}
+            {
+                "input": path,
+                "output": out_path,
+                "batch_size": batch_size,
+                "range_max": range_max,
+                "scale": scale,
+                "seed": seed,
+            }
         )
         subprocess.run([python, _GRIDE_WORKER, arguments], check=True)
         with open(out_path) as f:

@@ -67,7 +67,11 @@ class PairScores:
     def outcomes(self, ties: str = "wrong") -> np.ndarray:
         """Per pair: 1 if the correct candidate scores higher, 0 if lower, 0 or 0.5 for a tie."""
         tie_value = {"wrong": 0.0, "half": 0.5}[ties]
-        return np.where(self.correct > self.incorrect, 1.0, np.where(self.correct == self.incorrect, tie_value, 0.0))
+        return np.where(
+            self.correct > self.incorrect,
+            1.0,
+            np.where(self.correct == self.incorrect, tie_value, 0.0),
+        )
 
     def accuracy(self, ties: str = "wrong", average: str = "macro") -> float:
         """Accuracy in [0, 1]: over pairs (`"micro"`) or the mean of per-group accuracies (`"macro"`)."""
@@ -84,7 +88,9 @@ class PairScores:
         return {g: float(outcomes[groups == g].mean()) for g in sorted(set(groups))}
 
 
-def encode_candidate(processor: Any, context: list, continuation: list, scope: str = "continuation") -> tuple[list[int], list[int]]:
+def encode_candidate(
+    processor: Any, context: list, continuation: list, scope: str = "continuation"
+) -> tuple[list[int], list[int]]:
     """Joint ids of `context + continuation` and the indices of the targets to score.
 
     Target `j` is `ids[j]` predicted from `ids[:j]` (so `j >= 1`). Markers are never scored; with
@@ -93,7 +99,11 @@ def encode_candidate(processor: Any, context: list, continuation: list, scope: s
     ids = processor(segments=context + continuation)["input_ids"]
     # Without a context every token that has a prediction is scored (the first one never has).
     start = len(processor(segments=context)["input_ids"]) if (context and scope == "continuation") else 1
-    markers = (processor.text_marker_id, processor.speech_marker_id, processor.speech_pad_id)
+    markers = (
+        processor.text_marker_id,
+        processor.speech_marker_id,
+        processor.speech_pad_id,
+    )
     targets = [j for j in range(max(start, 1), len(ids)) if ids[j] not in markers]
     if not targets:
         raise ValueError(f"nothing to score: the continuation {continuation!r} encodes to no scorable token")

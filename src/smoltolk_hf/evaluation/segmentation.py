@@ -70,7 +70,9 @@ def detect_peaks(weights: np.ndarray, prominence: float) -> np.ndarray:
 
 
 def boundary_scores(
-    predicted: Sequence[Sequence[int]], reference: Sequence[Sequence[int]], tolerance: int = 1
+    predicted: Sequence[Sequence[int]],
+    reference: Sequence[Sequence[int]],
+    tolerance: int = 1,
 ) -> dict[str, float]:
     """Precision, recall, F1 and R-value (Räsänen et al., 2009) of predicted boundaries, counts summed over utterances."""
     if len(predicted) != len(reference):
@@ -93,7 +95,12 @@ def boundary_scores(
     r1 = np.hypot(1 - recall, over_segmentation)
     r2 = (-over_segmentation + recall - 1) / np.sqrt(2)
     r_value = 1 - (abs(r1) + abs(r2)) / 2
-    return {"precision": precision, "recall": recall, "f1": f1, "r_value": float(r_value)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "r_value": float(r_value),
+    }
 
 
 def tune_prominence(
