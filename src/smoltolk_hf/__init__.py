@@ -14,6 +14,7 @@ from .data.corpus import synthesize_corpus
 from .data.mixture import SmolTolkMixture
 from .data.prepare import UNIT_DATASET_COLUMNS, tokenize_audio_dataset
 from .data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
+from .evaluation import ScoringOptions, evaluate_items, load_benchmark, speech_nll
 from .modeling_smoltolk import SmolTolkForCausalLM, SmolTolkModel, SmolTolkPreTrainedModel
 from .processing_smoltolk import SmolTolkProcessor
 from .tokenization_speech import HubertFrontEnd, MfccFrontEnd, SpeechTokenizer, load_audio
@@ -42,6 +43,7 @@ __all__ = [
     "SmolTolkPreTrainedModel",
     "SmolTolkProcessor",
     "SpeechSampleBuilder",
+    "ScoringOptions",
     "SpeechTokenizer",
     "TextSampleBuilder",
     "UnitVocoder",
@@ -50,9 +52,12 @@ __all__ = [
     "convert_authors_checkpoint",
     "convert_fairseq_vocoder",
     "embedded_backbone_path",
+    "evaluate_items",
+    "load_benchmark",
     "load_audio",
     "load_embedded_backbone",
     "locate_embedded_gguf",
+    "speech_nll",
     "synthesize_corpus",
     "tokenize_audio_dataset",
 ]

@@ -22,12 +22,6 @@ def _backbone(args: argparse.Namespace) -> int:
     return cli_backbone(args.cache_dir)
 
 
-def _convert_authors(args: argparse.Namespace) -> int:
-    from .conversion import cli_convert_authors
-
-    return cli_convert_authors(args.argv)
-
-
 def _synth_corpus(args: argparse.Namespace) -> int:
     from .data.corpus import synthesize_corpus
 
@@ -60,9 +54,30 @@ def _train_speech_tokenizer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert_authors(argv: list[str]) -> int:
+    from .conversion import cli_convert_authors
+
+    return cli_convert_authors(argv)
+
+
+def _eval(argv: list[str]) -> int:
+    from .evaluation.cli import cli_eval
+
+    return cli_eval(argv)
+
+
+# Subcommands with a parser of their own: everything after the name is theirs (including --help).
+PASS_THROUGH = {
+    "convert-authors": (_convert_authors, "convert a checkpoint released by the paper's authors (.pt)"),
+    "eval": (_eval, "paper evaluation (Table 1 layout): sBLIMP, StoryCloze in 4 settings, MMLU, NLL, segmentation"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoltolk", description="SmolTolk text-speech language models.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in PASS_THROUGH.items():
+        commands.add_parser(name, help=f"{help_text} (see `smoltolk {name} --help`)", add_help=False)
 
     demo = commands.add_parser("demo", help="run the package end to end on the embedded SmolLM2-135M backbone")
     demo.add_argument("--cache-dir", default=None, help="where the converted backbone is cached")
@@ -72,12 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
     backbone = commands.add_parser("backbone", help="convert (once) and locate the embedded SmolLM2-135M backbone")
     backbone.add_argument("--cache-dir", default=None)
     backbone.set_defaults(func=_backbone)
-
-    convert = commands.add_parser(
-        "convert-authors", add_help=False, help="convert a checkpoint released by the paper's authors (.pt)"
-    )
-    convert.add_argument("argv", nargs=argparse.REMAINDER)
-    convert.set_defaults(func=_convert_authors)
 
     synth = commands.add_parser("synth-corpus", help="synthesise a tiny word-aligned spoken corpus with espeak-ng")
     synth.add_argument("out_dir")
@@ -106,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASS_THROUGH:
+        return PASS_THROUGH[argv[0]][0](argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
