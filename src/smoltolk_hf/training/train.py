@@ -94,6 +94,7 @@ def training_arguments(training: dict[str, Any]) -> TrainingArguments:
         raise ValueError("training.max_steps must be set (> 0): the mixture is an endless stream.")
     if kwargs["bf16"] == "auto":
         kwargs["bf16"] = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    kwargs.setdefault("dataloader_pin_memory", torch.cuda.is_available())
     return TrainingArguments(**kwargs)
 
 
