@@ -134,6 +134,10 @@ def build_model(spec: dict[str, Any]) -> tuple[SmolTolkForCausalLM, PreTrainedTo
         if attn:
             config._attn_implementation = attn["attn_implementation"]
         model, tokenizer = SmolTolkForCausalLM(config), None
+    if tokenizer_path == "embedded":
+        from ..backbones import embedded_backbone_path
+
+        tokenizer_path = embedded_backbone_path()
     if tokenizer_path is not None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     return model, tokenizer

@@ -76,7 +76,6 @@ class SmolTolkTrainer(Trainer):
             self.args.ignore_data_skip = True
             self.two_stage = TwoStageCallback(schedule, self.train_dataset)
             self.add_callback(self.two_stage)
-        self._frozen: list[nn.Parameter] = []
         self._parts = torch.zeros(len(_PARTS), dtype=torch.float64, device=self.args.device)
 
     # ----- optimizer and schedule ------------------------------------------------------------------------------
@@ -84,9 +83,7 @@ class SmolTolkTrainer(Trainer):
         if self.optimizer is None:
             model = self.model if model is None else model
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-            groups = parameter_groups(model, self.args.weight_decay)
-            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
-            self._frozen = [p for g in groups if g["role"] in FROZEN_IN_STAGE1 for p in g["params"]]
+            self.optimizer = optimizer_cls(parameter_groups(model, self.args.weight_decay), **optimizer_kwargs)
         return self.optimizer
 
     def create_scheduler(
@@ -101,8 +98,11 @@ class SmolTolkTrainer(Trainer):
     ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.schedule.stage(self.state.global_step) == 1:
-            for param in self._frozen:
-                param.grad = None  # frozen: outside the clipping norm, skipped by AdamW (no update, no decay)
+            # Read from the optimizer, whose parameters FSDP may have replaced by their shards.
+            for group in self.optimizer.param_groups:
+                if group["role"] in FROZEN_IN_STAGE1:
+                    for param in group["params"]:
+                        param.grad = None  # frozen: outside the clipping norm, skipped by AdamW (no update, no decay)
         return loss
 
     # ----- data ------------------------------------------------------------------------------------------------
