@@ -24,14 +24,14 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_data import load_tokenizer, speech_dataset, text_datasets, throughput, word_stream  # noqa: E402
+from bench_data import load_tokenizer, speech_dataset, text_datasets, throughput, word_stream
 
-from smoltolk_hf.configuration_smoltolk import SmolTolkConfig  # noqa: E402
-from smoltolk_hf.data.collator import SmolTolkDataCollator  # noqa: E402
-from smoltolk_hf.data.mixture import SmolTolkMixture  # noqa: E402
-from smoltolk_hf.data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder  # noqa: E402
-from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM  # noqa: E402
-from smoltolk_hf.training import SmolTolkTrainer, TwoStageSchedule  # noqa: E402
+from smoltolk_hf.configuration_smoltolk import SmolTolkConfig
+from smoltolk_hf.data.collator import SmolTolkDataCollator
+from smoltolk_hf.data.mixture import SmolTolkMixture
+from smoltolk_hf.data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
+from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
+from smoltolk_hf.training import SmolTolkTrainer, TwoStageSchedule
 
 
 class StepTimer(TrainerCallback):
@@ -73,11 +73,11 @@ def main() -> None:
     model, source = smoltolk_150m()
     speech = speech_dataset(rng, 2000, words)
     _, tokenized_text = text_datasets(rng, 2000, words, tokenizer)
-    builders = dict(
-        speech=[SpeechSampleBuilder(speech, model.config, C)],
-        text=[TextSampleBuilder(tokenized_text, model.config, tokenizer, C)],
-        interleaved=[InterleavedSampleBuilder(speech, model.config, tokenizer, C)],
-    )
+    builders = {
+        "speech": [SpeechSampleBuilder(speech, model.config, C)],
+        "text": [TextSampleBuilder(tokenized_text, model.config, tokenizer, C)],
+        "interleaved": [InterleavedSampleBuilder(speech, model.config, tokenizer, C)],
+    }
     stage_steps = args.steps + 1
     mixture = SmolTolkMixture(**builders, stage1_samples=stage_steps * B, rank=0, world_size=1, worker_batch_size=B)
 
@@ -91,13 +91,26 @@ def main() -> None:
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output_dir:
         training_args = TrainingArguments(
-            output_dir=output_dir, max_steps=2 * stage_steps, per_device_train_batch_size=B, learning_rate=3e-4,
-            adam_beta2=0.95, weight_decay=0.1, ignore_data_skip=True, save_strategy="no", report_to="none",
-            disable_tqdm=True, use_cpu=True, logging_steps=1000,
+            output_dir=output_dir,
+            max_steps=2 * stage_steps,
+            per_device_train_batch_size=B,
+            learning_rate=3e-4,
+            adam_beta2=0.95,
+            weight_decay=0.1,
+            ignore_data_skip=True,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=True,
+            logging_steps=1000,
         )
         trainer = SmolTolkTrainer(
-            model=model, args=training_args, train_dataset=mixture, data_collator=SmolTolkDataCollator(model.config),
-            schedule=TwoStageSchedule(stage1_steps=stage_steps, warmup_steps=1), callbacks=[timer],
+            model=model,
+            args=training_args,
+            train_dataset=mixture,
+            data_collator=SmolTolkDataCollator(model.config),
+            schedule=TwoStageSchedule(stage1_steps=stage_steps, warmup_steps=1),
+            callbacks=[timer],
         )
         trainer.train()
     step_seconds = {
@@ -106,16 +119,22 @@ def main() -> None:
     }
 
     threads = torch.get_num_threads()
-    print(f"\nSmolTolk-150M ({source}), context {C}, batch {B} ({B * C} tokens/step), training on {threads} threads; "
-          f"data on 1 thread; {args.steps} timed steps per stage\n")
+    print(
+        f"\nSmolTolk-150M ({source}), context {C}, batch {B} ({B * C} tokens/step), training on {threads} threads; "
+        f"data on 1 thread; {args.steps} timed steps per stage\n"
+    )
     print("| what | tokens/s | s/step | data / training |")
     print("|---|---:|---:|---:|")
     for stage, (data_name, data_rate), (step_name, seconds) in zip((1, 2), data_rates.items(), step_seconds.items()):
         print(f"| sample building, {data_name}, 1 core | {data_rate:,.0f} | | |")
         train_rate = B * C / seconds
-        print(f"| training step, {step_name}, {threads} threads | {train_rate:,.0f} | {seconds:.2f} | "
-              f"{data_rate / train_rate:,.0f}x |")
-    print(f"\nstage-1 step / stage-2 step: {step_seconds['stage 1 (backbone frozen)'] / step_seconds['stage 2 (all trained)']:.2f}")
+        print(
+            f"| training step, {step_name}, {threads} threads | {train_rate:,.0f} | {seconds:.2f} | "
+            f"{data_rate / train_rate:,.0f}x |"
+        )
+    print(
+        f"\nstage-1 step / stage-2 step: {step_seconds['stage 1 (backbone frozen)'] / step_seconds['stage 2 (all trained)']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -18,17 +18,17 @@ from smoltolk_hf.training import TwoStageSchedule, build_trainer, cli_train, par
 from smoltolk_hf.training.callback import STATE_NAME
 from smoltolk_hf.training.optim import parameter_role
 
-TINY_LLAMA = dict(
-    vocab_size=len(TOKENIZER),
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    tie_word_embeddings=True,
-    eos_token_id=TOKENIZER.eos_token_id,
-)
+TINY_LLAMA = {
+    "vocab_size": len(TOKENIZER),
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": True,
+    "eos_token_id": TOKENIZER.eos_token_id,
+}
 STAGE1, STEPS, BATCH = 4, 8, 3
 
 
@@ -50,7 +50,11 @@ def assets(tmp_path_factory) -> dict[str, str]:
 
 def tiny_config(assets: dict[str, str], output_dir: str, **training) -> dict:
     return {
-        "model": {"from_text_model": assets["backbone"], "num_speech_units": NUM_UNITS, "attn_implementation": "eager"},
+        "model": {
+            "from_text_model": assets["backbone"],
+            "num_speech_units": NUM_UNITS,
+            "attn_implementation": "eager",
+        },
         "data": {
             "context_length": 64,
             "speech": [assets["units"]],
@@ -232,8 +236,11 @@ def test_cli_trains_from_yaml(assets, tmp_path, capsys):
     "change, where, message",
     [
         (lambda c, a, t: c["data"].update(speech=[str(t / "no_units")]), "data.speech[0] (", "column(s) ['units']"),
-        (lambda c, a, t: c["data"].update(text=[{"path": "parquet", "data_files": str(t / "empty.parquet")}]),
-         "data.text[0] (", "no data"),
+        (
+            lambda c, a, t: c["data"].update(text=[{"path": "parquet", "data_files": str(t / "empty.parquet")}]),
+            "data.text[0] (",
+            "no data",
+        ),
         (lambda c, a, t: c["data"].update(interleaved=[str(t / "unaligned")]), "data.interleaved[0] (", "no usable"),
         (lambda c, a, t: c["data"].update(context_length=1), "data.speech[0] (", "too short"),
         (lambda c, a, t: c["data"].update(speech=[str(t / "missing")]), "data.speech[0] (", "missing"),

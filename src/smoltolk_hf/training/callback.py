@@ -78,7 +78,9 @@ class TwoStageCallback(TrainerCallback):
         if self.resume_from is not None:
             path = os.path.join(self.resume_from, STATE_NAME)
             if not os.path.isfile(path):
-                raise ValueError(f"Cannot resume from {self.resume_from}: it has no {STATE_NAME} (not a SmolTolk run).")
+                raise ValueError(
+                    f"Cannot resume from {self.resume_from}: it has no {STATE_NAME} (not a SmolTolk run)."
+                )
             with open(path) as f:
                 saved = json.load(f)
             self.mixture.load_state_dict(saved["mixture"])  # refuses another seed, stage1_samples or world size

@@ -40,7 +40,11 @@ def _step(message: str) -> None:
 
 def _packed_text(tokenizer: Any, documents: list[str], context_length: int, count: int) -> torch.Tensor:
     """`count` rows of `context_length` ids: the documents tokenized, each closed by EOS, concatenated."""
-    ids = [i for ids in tokenizer(documents, add_special_tokens=False)["input_ids"] for i in ids + [tokenizer.eos_token_id]]
+    ids = [
+        i
+        for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]
+        for i in ids + [tokenizer.eos_token_id]
+    ]
     if len(ids) < count * context_length:
         raise ValueError(f"{len(ids)} held-out text tokens cannot fill {count} rows of {context_length}.")
     return torch.tensor(ids[: count * context_length]).view(count, context_length)
@@ -75,8 +79,10 @@ def run_demo_training(
     `train_seconds`, and the paths `config`, `units`, `heldout_units`, `speech_tokenizer`, `processor`, `model`.
     """
     work_dir = os.path.abspath(os.fspath(work_dir))
-    paths = {name: os.path.join(work_dir, name) for name in
-             ("corpus", "speech_tokenizer", "units_all", "units", "heldout_units", "text", "run", "model")}
+    paths = {
+        name: os.path.join(work_dir, name)
+        for name in ("corpus", "speech_tokenizer", "units_all", "units", "heldout_units", "text", "run", "model")
+    }
     paths["config"] = os.path.join(work_dir, "train.yaml")
     paths["processor"] = paths["model"]
 
@@ -85,8 +91,9 @@ def run_demo_training(
 
     _step(f"Fitting a {NUM_UNITS}-unit codebook on MFCC features (the offline stand-in for HuBERT) and tokenizing")
     rows = read_audio_source(manifest)
-    speech_tokenizer = SpeechTokenizer.train([row["audio"] for row in rows[:-heldout_utterances]], NUM_UNITS,
-                                             MfccFrontEnd(), seed=seed)
+    speech_tokenizer = SpeechTokenizer.train(
+        [row["audio"] for row in rows[:-heldout_utterances]], NUM_UNITS, MfccFrontEnd(), seed=seed
+    )
     speech_tokenizer.save_pretrained(paths["speech_tokenizer"])
     units = tokenize_audio_dataset(manifest, paths["units_all"], speech_tokenizer)
     train_count = len(units) - heldout_utterances
@@ -134,14 +141,19 @@ def run_demo_training(
     _step(f"Building SmolTolk-150M and the data mixture from {paths['config']}")
     trainer = build_trainer(paths["config"])
     model = trainer.model
-    heldout_builder = SpeechSampleBuilder(datasets.load_from_disk(paths["heldout_units"]), model.config, context_length)
-    speech_rows = torch.stack([heldout_builder.build(np.random.default_rng([seed, i]))["input_ids"]
-                               for i in range(eval_rows)])
+    heldout_builder = SpeechSampleBuilder(
+        datasets.load_from_disk(paths["heldout_units"]), model.config, context_length
+    )
+    speech_rows = torch.stack(
+        [heldout_builder.build(np.random.default_rng([seed, i]))["input_ids"] for i in range(eval_rows)]
+    )
     before = heldout_losses(model, text_rows, speech_rows)
     print(f"held-out before training: {json.dumps(before)}")
 
-    _step(f"Training: stage 1 ({stage1_steps} steps, backbone frozen, interleaved data), "
-          f"stage 2 ({stage2_steps} steps, everything, full mixture)")
+    _step(
+        f"Training: stage 1 ({stage1_steps} steps, backbone frozen, interleaved data), "
+        f"stage 2 ({stage2_steps} steps, everything, full mixture)"
+    )
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
@@ -165,5 +177,8 @@ def run_demo_training(
         "after": after,
         "speech_loss_log": speech_log,
         "train_seconds": train_seconds,
-        **{name: paths[name] for name in ("config", "units", "heldout_units", "speech_tokenizer", "processor", "model")},
+        **{
+            name: paths[name]
+            for name in ("config", "units", "heldout_units", "speech_tokenizer", "processor", "model")
+        },
     }

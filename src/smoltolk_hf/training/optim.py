@@ -54,12 +54,18 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     Weight decay applies to matrices only (`ndim >= 2`: linear weights and embeddings), never to norms, biases or
     the static pooling weights. Tied weights (`lm_head` / `embed_tokens`) appear once.
     """
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {(role, decay): [] for role in ROLES for decay in (True, False)}
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {
+        (role, decay): [] for role in ROLES for decay in (True, False)
+    }
     for name, param in model.named_parameters():
         groups[parameter_role(name), param.ndim >= 2].append(param)
     return [
-        {"params": params, "weight_decay": weight_decay if decay else 0.0, "role": role,
-         "name": f"{role}.{'decay' if decay else 'no_decay'}"}
+        {
+            "params": params,
+            "weight_decay": weight_decay if decay else 0.0,
+            "role": role,
+            "name": f"{role}.{'decay' if decay else 'no_decay'}",
+        }
         for (role, decay), params in groups.items()
         if params
     ]
@@ -83,7 +89,9 @@ class TwoStageSchedule:
 
     def __post_init__(self):
         if self.stage1_steps < 0 or self.warmup_steps < 0:
-            raise ValueError(f"stage1_steps and warmup_steps must be >= 0, got {self.stage1_steps}, {self.warmup_steps}.")
+            raise ValueError(
+                f"stage1_steps and warmup_steps must be >= 0, got {self.stage1_steps}, {self.warmup_steps}."
+            )
         if self.stage1_steps and self.warmup_steps > self.stage1_steps:
             raise ValueError(f"warmup_steps={self.warmup_steps} exceeds stage1_steps={self.stage1_steps}.")
         if self.peak_factor <= 0 or not 0 < self.decay_fraction <= 1:
@@ -118,5 +126,6 @@ def two_stage_scheduler(optimizer: torch.optim.Optimizer, schedule: TwoStageSche
     if missing:
         raise ValueError(f"Optimizer groups {missing} have no role: build them with parameter_groups().")
     return LambdaLR(
-        optimizer, [lambda step, role=group["role"]: schedule.lr_factor(role, step) for group in optimizer.param_groups]
+        optimizer,
+        [lambda step, role=group["role"]: schedule.lr_factor(role, step) for group in optimizer.param_groups],
     )

@@ -47,19 +47,19 @@ from .trainer import SmolTolkTrainer, dispatches_batches, mixture_stream
 
 SECTIONS = ("model", "data", "stages", "training")
 # Paper section 4.1 and appendix A; `training` entries override them. bf16 "auto": where the hardware has it.
-RECIPE: dict[str, Any] = dict(
-    learning_rate=3e-4,
-    adam_beta1=0.9,
-    adam_beta2=0.95,
-    weight_decay=0.1,
-    max_grad_norm=1.0,
-    bf16="auto",
-    include_num_input_tokens_seen="all",
-    accelerator_config={"dispatch_batches": False},  # each process builds its own samples (SmolTolkTrainer)
-    ddp_find_unused_parameters=False,  # every parameter takes part in every forward (all tables, all positions)
-    logging_steps=10,
-    report_to="none",
-)
+RECIPE: dict[str, Any] = {
+    "learning_rate": 3e-4,
+    "adam_beta1": 0.9,
+    "adam_beta2": 0.95,
+    "weight_decay": 0.1,
+    "max_grad_norm": 1.0,
+    "bf16": "auto",
+    "include_num_input_tokens_seen": "all",
+    "accelerator_config": {"dispatch_batches": False},  # each process builds its own samples (SmolTolkTrainer)
+    "ddp_find_unused_parameters": False,  # every parameter takes part in every forward (all tables, all positions)
+    "logging_steps": 10,
+    "report_to": "none",
+}
 # Speech-side fields a preset sets on top of a text model's backbone fields.
 _PRESET_SPEECH_FIELDS = (
     "num_input_adapter_layers",
@@ -83,7 +83,7 @@ def load_config(config: str | os.PathLike | dict[str, Any]) -> dict[str, dict[st
         raise ValueError(f"Unknown config section(s) {sorted(unknown)}; expected {list(SECTIONS)}.")
     for section in ("model", "data", "training"):
         if not isinstance(config.get(section), dict):
-            raise ValueError(f"The config needs a `{section}:` section (a mapping).")
+            raise TypeError(f"The config needs a `{section}:` section (a mapping).")
     return {section: dict(config.get(section) or {}) for section in SECTIONS}
 
 
@@ -103,7 +103,11 @@ def build_model(spec: dict[str, Any]) -> tuple[SmolTolkForCausalLM, PreTrainedTo
     spec = dict(spec)
     tokenizer_path = spec.pop("tokenizer", None)
     attn = {"attn_implementation": spec.pop("attn_implementation")} if "attn_implementation" in spec else {}
-    num_units, overrides, preset = spec.pop("num_speech_units", 500), spec.pop("overrides", {}), spec.pop("preset", None)
+    num_units, overrides, preset = (
+        spec.pop("num_speech_units", 500),
+        spec.pop("overrides", {}),
+        spec.pop("preset", None),
+    )
     sources = {key: spec.pop(key) for key in ("from_text_model", "from_pretrained") if key in spec}
     if spec:
         raise ValueError(f"Unknown model key(s) {sorted(spec)}.")
@@ -152,7 +156,9 @@ def _preset_speech_settings(preset: str, text_config: Any) -> dict[str, Any]:
         if getattr(text_config, field) != getattr(preset_config, field)
     }
     if mismatched:
-        raise ValueError(f"The text model is not the backbone of preset {preset!r} (text model, preset): {mismatched}.")
+        raise ValueError(
+            f"The text model is not the backbone of preset {preset!r} (text model, preset): {mismatched}."
+        )
     return {field: getattr(preset_config, field) for field in _PRESET_SPEECH_FIELDS}
 
 
@@ -256,13 +262,17 @@ def cli_train(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smoltolk train", description="Two-stage SmolTolk training (HF Trainer).")
     parser.add_argument("config", help="training YAML (sections model, data, stages, training)")
     parser.add_argument(
-        "--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="CHECKPOINT",
         help="resume from CHECKPOINT, or from the last checkpoint in training.output_dir",
     )
     args = parser.parse_args(argv)
     try:
         run_training(args.config, resume=args.resume)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -142,14 +142,16 @@ class SmolTolkTrainer(Trainer):
                 0.0 if entropy is None else entropy,
                 0.0 if entropy is None else 1.0,
             )
-            self._parts += torch.stack([torch.as_tensor(p, dtype=torch.float64, device=self._parts.device) for p in parts])
+            self._parts += torch.stack(
+                [torch.as_tensor(p, dtype=torch.float64, device=self._parts.device) for p in parts]
+            )
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs:  # a training log: add the loss parts accumulated since the last one
-            text_sum, text_n, speech_sum, speech_n, entropy_sum, entropy_n = (
-                self.accelerator.reduce(self._parts, reduction="sum").tolist()
-            )
+            text_sum, text_n, speech_sum, speech_n, entropy_sum, entropy_n = self.accelerator.reduce(
+                self._parts, reduction="sum"
+            ).tolist()
             self._parts.zero_()
             logs["text_loss"] = text_sum / max(text_n, 1)
             logs["speech_loss"] = speech_sum / max(speech_n, 1)
