@@ -26,7 +26,7 @@ from smoltolk_hf import MfccFrontEnd, SmolTolkForCausalLM, SmolTolkProcessor, Sp
 from smoltolk_hf.pipeline_speech_continuation import SmolTolkStreamer
 
 SAMPLING_RATE = 16_000
-TINY_WORDS = "once upon a time there was a little fox who liked to talk and sing in the forest".split()
+TINY_SENTENCE = "once upon a time there was a little fox who liked to talk and sing in the forest"
 
 
 def synthetic_speech(seconds: float, seed: int) -> np.ndarray:
@@ -43,7 +43,7 @@ def tiny_backbone() -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A tiny random Llama and a word-level tokenizer, for a fast run."""
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    vocab = {word: i for i, word in enumerate(dict.fromkeys(["<|endoftext|>", "<unk>", *TINY_WORDS]))}
+    vocab = {word: i for i, word in enumerate(dict.fromkeys(["<|endoftext|>", "<unk>", *TINY_SENTENCE.split()]))}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", unk_token="<unk>")
@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         model = AutoModelForCausalLM.from_pretrained(model_dir).eval()  # a SmolTolkForCausalLM
         processor = SmolTolkProcessor.from_pretrained(model_dir)
         config = model.config
-        print(f"{type(model).__name__}: {model.num_parameters() / 1e6:.1f}M parameters, {config.num_speech_units} units")
+        print(
+            f"{type(model).__name__}: {model.num_parameters() / 1e6:.1f}M parameters, {config.num_speech_units} units"
+        )
 
         print("\n== 2. The processor: text, audio and units in one id space (a marker at every modality change)")
         wave = synthetic_speech(1.0, seed=100)

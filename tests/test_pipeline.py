@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import NUM_UNITS, TINY_BACKBONE
+from test_processor import byte_level_tokenizer
+from test_vocoder import tiny_vocoder
 from transformers import LlamaConfig, LlamaForCausalLM, pipeline
 
-from conftest import NUM_UNITS, TINY_BACKBONE
 from smoltolk_hf import MfccFrontEnd, SmolTolkForCausalLM, SmolTolkProcessor, SpeechTokenizer
 from smoltolk_hf.pipeline_speech_continuation import (
     DEFAULT_SAMPLING,
@@ -19,14 +21,14 @@ from smoltolk_hf.pipeline_speech_continuation import (
     SpeechContinuationPipeline,
     register_pipeline,
 )
-from test_processor import byte_level_tokenizer
-from test_vocoder import tiny_vocoder
 
 register_pipeline()  # what `import smoltolk_hf` does
 
 GREEDY = dict(do_sample=False, max_new_tokens=8)
 TEXT = "the quick brown fox"
 UNITS = [3, 1, 4, 1, 5]
+TEXT_THEN_SPEECH = [("text", TEXT), ("speech", [3, 1])]
+SPEECH_THEN_TEXT = [("speech", [3, 1]), ("text", TEXT)]
 
 
 def tiny_model_and_processor(seed: int = 0) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
@@ -73,14 +75,15 @@ def test_pipeline_factory_builds_it(pipe):
         (UNITS, {"units": UNITS}, None, "speech", None),
         (UNITS, {"units": UNITS}, "text", "text", "text_marker_id"),
         ({"units": np.array(UNITS)}, {"units": UNITS}, "speech", "speech", None),
-        ([("text", TEXT), ("speech", [3, 1])], {"segments": [("text", TEXT), ("speech", [3, 1])]}, None, "speech", None),
-        ([("speech", [3, 1]), ("text", TEXT)], {"segments": [("speech", [3, 1]), ("text", TEXT)]}, "speech", "speech",
-         "speech_marker_id"),
+        (TEXT_THEN_SPEECH, {"segments": TEXT_THEN_SPEECH}, None, "speech", None),
+        (SPEECH_THEN_TEXT, {"segments": SPEECH_THEN_TEXT}, "speech", "speech", "speech_marker_id"),
         (waveform(), {"audio": waveform()}, None, "speech", None),
         ({"audio": waveform(), "sampling_rate": 16_000}, {"audio": waveform()}, "text", "text", "text_marker_id"),
     ],
 )  # fmt: skip
-def test_continuation_equals_generate(pipe, model_and_processor, prompt, processor_kwargs, continuation, modality, marker):
+def test_continuation_equals_generate(
+    pipe, model_and_processor, prompt, processor_kwargs, continuation, modality, marker
+):
     """The prompt's modality by default; the chosen modality's marker appended when it differs; real generate()."""
     model, processor = model_and_processor
     out = pipe(prompt, continuation=continuation, **GREEDY)

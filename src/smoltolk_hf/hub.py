@@ -31,6 +31,7 @@ from typing import Any
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 
 from .modeling_smoltolk import SmolTolkForCausalLM
+from .pipeline_speech_continuation import check_processor_layout
 from .processing_smoltolk import PROCESSOR_CONFIG_NAME, SmolTolkProcessor
 from .summary import count_parameters
 
@@ -82,14 +83,15 @@ def load_results(results: ResultsInput, model_name: str | None = None) -> dict[s
             )
         results = entries[0]
     if not isinstance(results, Mapping):
-        raise ValueError(f"results must be a dict {{task: {{setting: accuracy}}}}, got {type(results).__name__}")
+        kind = type(results).__name__
+        raise ValueError(f"results must be a dict {{task: {{setting: accuracy}}}}, got {kind}")  # noqa: TRY004
 
     table: dict[str, dict[str, float]] = {}
     for task, settings in results.items():
         if task in _NOT_ACCURACIES:
             continue
         if not isinstance(settings, Mapping):
-            raise ValueError(f"results[{task!r}] must map settings to accuracies, got {settings!r}")
+            raise ValueError(f"results[{task!r}] must map settings to accuracies, got {settings!r}")  # noqa: TRY004
         key = _ALIASES.get(task.lower(), task.lower()) if task.lower() in {*TABLE1, *_ALIASES} else task
         for setting, value in settings.items():
             if value is None:
@@ -151,6 +153,72 @@ def _results_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header), "| " + " | ".join(cells) + " |"])
 
 
+_CARD_BODY = """# {model_name}
+
+A SmolTolk text-speech language model (paper: *{paper}*){built_on}. It reads and writes text and speech units in one
+id space. The modality of each generated token is decided by the last input token, so a continuation stays in one
+modality and a marker (`<|text|>` / `<|speech|>`) switches it.
+
+## Model details
+
+| | |
+|---|---|
+| backbone | Llama, {c.num_hidden_layers} layers, d={c.hidden_size}, {c.num_attention_heads} heads \
+({c.num_key_value_heads} KV), text vocabulary {c.vocab_size} |
+| speech | {c.num_speech_units} units; input adapter {c.num_input_adapter_layers} layers, output adapter \
+{c.num_output_adapter_layers} layers; {pooling} |
+| parameters | {text_params:,} text (backbone), {speech_params:,} speech |
+| context | {c.max_position_embeddings} tokens |
+
+## Usage
+
+The model and processor code ship with the weights (`trust_remote_code=True`):
+
+```python
+import torch
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)
+
+# Speech prompt, speech continuation (the authors sample speech at temperature 0.8, top-k 50).
+inputs = processor({speech_prompt}, return_tensors="pt")
+out = model.generate(**inputs, do_sample=True, temperature=0.8, top_k=50, max_new_tokens=100)
+units = processor.decode(out[0, inputs["input_ids"].shape[1]:])  # [("speech", unit ids)]
+
+# Text prompt, speech continuation: append the <|speech|> marker.
+ids = processor(text="Once upon a time", return_tensors="pt")["input_ids"]
+ids = torch.cat([ids, torch.tensor([[processor.speech_marker_id]])], dim=1)
+out = model.generate(ids, do_sample=True, temperature=0.8, top_k=50, max_new_tokens=100)
+```
+
+With the `smoltolk-hf` package installed, the `speech-continuation` pipeline does this for text, audio, unit or
+interleaved prompts (and returns audio when given a unit vocoder):
+
+```python
+import smoltolk_hf  # registers the pipeline
+from transformers import pipeline
+
+pipe = pipeline("speech-continuation", model="{repo}")
+pipe("Once upon a time", continuation="speech")
+```
+{evaluation}
+## Citation
+
+```bibtex
+{citation}
+```
+"""
+_EVALUATION = """
+## Evaluation
+
+Zero-shot accuracy (%) in the layout of paper Table 1 (S: speech, T: text, T→S: text context and speech
+continuation, S→T the reverse; MMLU before (pre) and after (post) speech training):
+
+{table}
+"""
+
+
 def model_card(
     model: SmolTolkForCausalLM,
     model_name: str,
@@ -175,67 +243,25 @@ def model_card(
         tags=TAGS,
         eval_results=eval_results(table) if table else None,
     )
+    if config.use_dynamic_pooling:
+        pooling = "dynamic multi-level pooling (static weights and an input-dependent selector)"
+    else:
+        pooling = "static multi-level pooling" if config.use_layer_pooling else "last layer only"
     counts = count_parameters(model)
-    pooling = (
-        "dynamic multi-level pooling (static weights + input-dependent selector)"
-        if config.use_dynamic_pooling
-        else "static multi-level pooling"
-        if config.use_layer_pooling
-        else "last layer only"
+    body = _CARD_BODY.format(
+        model_name=model_name,
+        paper=PAPER_TITLE,
+        built_on=f", built on [`{base_model}`](https://huggingface.co/{base_model})" if base_model else "",
+        c=config,
+        pooling=pooling + ("; raw-embedding residual" if config.use_speech_residual else ""),
+        text_params=counts.text,
+        speech_params=counts.speech,
+        repo=repo_id or model_name,
+        speech_prompt='audio="prompt.wav"' if has_speech_tokenizer else "units=[12, 7, 431, 98]",
+        evaluation=_EVALUATION.format(table=_results_table(table)) if table else "",
+        citation=CITATION,
     )
-    repo = repo_id or model_name
-    sections = [
-        f"# {model_name}",
-        f"A SmolTolk text-speech language model (paper: *{PAPER_TITLE}*)"
-        + (f", built on [`{base_model}`](https://huggingface.co/{base_model})" if base_model else "")
-        + ". It reads and writes text and speech units in one id space; the modality of each generated token is "
-        "decided by the last input token, so a continuation stays in one modality and a marker (`<|text|>` / "
-        "`<|speech|>`) switches it.",
-        "## Model details\n\n"
-        "| | |\n|---|---|\n"
-        f"| backbone | Llama, {config.num_hidden_layers} layers, d={config.hidden_size}, {config.num_attention_heads} "
-        f"heads ({config.num_key_value_heads} KV), text vocabulary {config.vocab_size} |\n"
-        f"| speech | {config.num_speech_units} units; input adapter {config.num_input_adapter_layers} layers, output "
-        f"adapter {config.num_output_adapter_layers} layers; {pooling}"
-        f"{'; raw-embedding residual' if config.use_speech_residual else ''} |\n"
-        f"| parameters | {counts.text:,} text (backbone), {counts.speech:,} speech |\n"
-        f"| context | {config.max_position_embeddings} tokens |",
-        "## Usage\n\nThe model and processor code ship with the weights (`trust_remote_code=True`):\n\n"
-        + _usage(repo, has_speech_tokenizer)
-        + "\n\nWith the `smoltolk-hf` package installed, the `speech-continuation` pipeline does the same for text, "
-        "audio, unit or interleaved prompts (and returns audio when given a unit vocoder):\n\n"
-        f'```python\nimport smoltolk_hf  # registers the pipeline\nfrom transformers import pipeline\n\npipe = pipeline("speech-continuation", model="{repo}")\n'
-        'pipe("Once upon a time", continuation="speech")\n```',
-    ]
-    if table:
-        sections.append(
-            "## Evaluation\n\nZero-shot accuracy (%) in the layout of paper Table 1 (S: speech, T: text; T→S: text "
-            "context, speech continuation; MMLU before (pre) and after (post) speech training):\n\n"
-            + _results_table(table)
-        )
-    sections.append(f"## Citation\n\n```bibtex\n{CITATION}\n```")
-    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
-
-
-def _usage(repo: str, has_speech_tokenizer: bool) -> str:
-    speech = 'audio="prompt.wav"' if has_speech_tokenizer else "units=[12, 7, 431, 98]  # no speech tokenizer here"
-    return f"""```python
-import torch
-from transformers import AutoModelForCausalLM, AutoProcessor
-
-model = AutoModelForCausalLM.from_pretrained("{repo}", trust_remote_code=True)
-processor = AutoProcessor.from_pretrained("{repo}", trust_remote_code=True)
-
-# Speech prompt, speech continuation (the authors sample speech at temperature 0.8, top-k 50).
-inputs = processor({speech}, return_tensors="pt")
-out = model.generate(**inputs, do_sample=True, temperature=0.8, top_k=50, max_new_tokens=100)
-units = processor.decode(out[0, inputs["input_ids"].shape[1]:])  # [("speech", unit ids)]
-
-# Text prompt, speech continuation: append the <|speech|> marker.
-ids = processor(text="Once upon a time", return_tensors="pt")["input_ids"]
-ids = torch.cat([ids, torch.tensor([[processor.speech_marker_id]])], dim=1)
-out = model.generate(ids, do_sample=True, temperature=0.8, top_k=50, max_new_tokens=100)
-```"""
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
 def export_for_hub(
@@ -268,15 +294,8 @@ def export_for_hub(
     out_dir = Path(out_dir)
     if model_name is None:
         model_name = (repo_id or str(out_dir.resolve())).rstrip("/").split("/")[-1]
-    config = model.config
-    if processor is not None and (processor.vocab_size, processor.num_speech_units) != (
-        config.vocab_size,
-        config.num_speech_units,
-    ):
-        raise ValueError(
-            f"the processor's id layout (vocab_size={processor.vocab_size}, num_speech_units="
-            f"{processor.num_speech_units}) does not match the model's ({config.vocab_size}, {config.num_speech_units})"
-        )
+    if processor is not None:
+        check_processor_layout(processor, model.config)
     card = model_card(
         model, model_name, repo_id, base_model, datasets, results, license,
         has_speech_tokenizer=processor is not None and processor.speech_tokenizer is not None,
@@ -352,4 +371,13 @@ def cli_export(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["CITATION", "TABLE1", "cli_export", "eval_results", "export_for_hub", "load_results", "model_card", "push_to_hub"]
+__all__ = [
+    "CITATION",
+    "TABLE1",
+    "cli_export",
+    "eval_results",
+    "export_for_hub",
+    "load_results",
+    "model_card",
+    "push_to_hub",
+]

@@ -213,15 +213,9 @@ class SpeechContinuationPipeline(Pipeline):
         if model_type != "smoltolk":
             raise ValueError(f"the {TASK} pipeline needs a SmolTolk model, got model_type={model_type!r}")
         processor = _resolve_processor(model, processor)
-        config = model.config
-        if (processor.vocab_size, processor.num_speech_units) != (config.vocab_size, config.num_speech_units):
-            raise ValueError(
-                f"the processor's id layout (vocab_size={processor.vocab_size}, num_speech_units="
-                f"{processor.num_speech_units}) does not match the model's ({config.vocab_size}, "
-                f"{config.num_speech_units})"
-            )
+        check_processor_layout(processor, model.config)
         if vocoder is not None:
-            vocoder.check_compatible(config.num_speech_units)
+            vocoder.check_compatible(model.config.num_speech_units)
         self.vocoder = vocoder
         super().__init__(model=model, processor=processor, **kwargs)
         self._generation_defaults.setdefault("pad_token_id", processor.pad_token_id)
@@ -425,6 +419,16 @@ class SpeechContinuationPipeline(Pipeline):
         }
 
 
+def check_processor_layout(processor: SmolTolkProcessor, config: Any) -> None:
+    """Raises a `ValueError` unless the processor speaks the model's id layout (text vocabulary and unit count)."""
+    if (processor.vocab_size, processor.num_speech_units) != (config.vocab_size, config.num_speech_units):
+        raise ValueError(
+            f"the processor's id layout (vocab_size={processor.vocab_size}, num_speech_units="
+            f"{processor.num_speech_units}) does not match the model's "
+            f"({config.vocab_size}, {config.num_speech_units})"
+        )
+
+
 def _resolve_processor(model: Any, processor: SmolTolkProcessor | str | os.PathLike | None) -> SmolTolkProcessor:
     """The processor object, loaded from its path, or else from the model's own folder / Hub repo."""
     if processor is not None and not isinstance(processor, (str, os.PathLike)):
@@ -449,4 +453,10 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["DEFAULT_SAMPLING", "SmolTolkStreamer", "SpeechContinuationPipeline", "register_pipeline"]
+__all__ = [
+    "DEFAULT_SAMPLING",
+    "SmolTolkStreamer",
+    "SpeechContinuationPipeline",
+    "check_processor_layout",
+    "register_pipeline",
+]
