@@ -17,6 +17,7 @@ from .data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSam
 from .evaluation import ScoringOptions, evaluate_items, load_benchmark, speech_nll
 from .modeling_smoltolk import SmolTolkForCausalLM, SmolTolkModel, SmolTolkPreTrainedModel
 from .processing_smoltolk import SmolTolkProcessor
+from .training import SmolTolkTrainer, TwoStageCallback, TwoStageSchedule, run_training
 from .tokenization_speech import HubertFrontEnd, MfccFrontEnd, SpeechTokenizer, load_audio
 from .vocoder import UnitVocoder, UnitVocoderConfig, UnitVocoderOutput, convert_fairseq_vocoder
 
@@ -42,10 +43,13 @@ __all__ = [
     "SmolTolkModel",
     "SmolTolkPreTrainedModel",
     "SmolTolkProcessor",
+    "SmolTolkTrainer",
     "SpeechSampleBuilder",
     "ScoringOptions",
     "SpeechTokenizer",
     "TextSampleBuilder",
+    "TwoStageCallback",
+    "TwoStageSchedule",
     "UnitVocoder",
     "UnitVocoderConfig",
     "UnitVocoderOutput",
@@ -57,6 +61,7 @@ __all__ = [
     "load_audio",
     "load_embedded_backbone",
     "locate_embedded_gguf",
+    "run_training",
     "speech_nll",
     "synthesize_corpus",
     "tokenize_audio_dataset",

