@@ -95,6 +95,7 @@ def test_fresh_model_reproduces_text_lm_logits(text_model):
         expected = text_model(ids).logits
         joint = model(ids).logits
     V = model.config.vocab_size
+    assert model.config.model_type == "smoltolk"
     assert (joint[..., :V] - expected).abs().max() <= 1e-5
     assert torch.isinf(joint[..., V:]).all()
     for name, tensor in text_model.state_dict().items():

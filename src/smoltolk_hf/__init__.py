@@ -1,10 +1,11 @@
 """SmolTolk text-speech language models for Hugging Face Transformers.
 
-Importing the package registers SmolTolk with `AutoConfig`, `AutoModel` and `AutoModelForCausalLM`, and marks the
-classes for auto-class export so that `save_pretrained` ships the model code next to the weights (Hub remote code).
+Importing the package registers SmolTolk with `AutoConfig`, `AutoModel`, `AutoModelForCausalLM` and `AutoProcessor`,
+marks the classes for auto-class export so that `save_pretrained` ships the code next to the weights (Hub remote
+code), and registers the `speech-continuation` pipeline.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoProcessor
 
 from .backbones import embedded_backbone_path, load_embedded_backbone, locate_embedded_gguf
 from .configuration_smoltolk import PRESETS, SmolTolkConfig
@@ -15,7 +16,9 @@ from .data.mixture import SmolTolkMixture
 from .data.prepare import UNIT_DATASET_COLUMNS, tokenize_audio_dataset
 from .data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
 from .evaluation import ScoringOptions, evaluate_items, load_benchmark, speech_nll
+from .hub import export_for_hub, push_to_hub
 from .modeling_smoltolk import SmolTolkForCausalLM, SmolTolkModel, SmolTolkPreTrainedModel
+from .pipeline_speech_continuation import SmolTolkStreamer, SpeechContinuationPipeline, register_pipeline
 from .processing_smoltolk import SmolTolkProcessor
 from .training import SmolTolkTrainer, TwoStageCallback, TwoStageSchedule, run_training
 from .tokenization_speech import HubertFrontEnd, MfccFrontEnd, SpeechTokenizer, load_audio
@@ -27,6 +30,9 @@ AutoModelForCausalLM.register(SmolTolkConfig, SmolTolkForCausalLM, exist_ok=True
 SmolTolkConfig.register_for_auto_class()
 SmolTolkModel.register_for_auto_class("AutoModel")
 SmolTolkForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+AutoProcessor.register(SmolTolkConfig, SmolTolkProcessor, exist_ok=True)
+SmolTolkProcessor.register_for_auto_class()
+register_pipeline()
 
 __version__ = "0.1.0"
 
@@ -43,9 +49,11 @@ __all__ = [
     "SmolTolkModel",
     "SmolTolkPreTrainedModel",
     "SmolTolkProcessor",
+    "SmolTolkStreamer",
     "SmolTolkTrainer",
     "SpeechSampleBuilder",
     "ScoringOptions",
+    "SpeechContinuationPipeline",
     "SpeechTokenizer",
     "TextSampleBuilder",
     "TwoStageCallback",
@@ -57,10 +65,12 @@ __all__ = [
     "convert_fairseq_vocoder",
     "embedded_backbone_path",
     "evaluate_items",
+    "export_for_hub",
     "load_benchmark",
     "load_audio",
     "load_embedded_backbone",
     "locate_embedded_gguf",
+    "push_to_hub",
     "run_training",
     "speech_nll",
     "synthesize_corpus",

@@ -74,10 +74,17 @@ def _train(argv: list[str]) -> int:
     return cli_train(argv)
 
 
+def _export(argv: list[str]) -> int:
+    from .hub import cli_export
+
+    return cli_export(argv)
+
+
 # Subcommands with a parser of their own: everything after the name is theirs (including --help).
 PASS_THROUGH = {
     "convert-authors": (_convert_authors, "convert a checkpoint released by the paper's authors (.pt)"),
     "train": (_train, "two-stage training from a YAML config (HF Trainer; torchrun / accelerate launch)"),
+    "export": (_export, "write a Hub-ready folder: weights, processor, remote code, model card"),
     "eval": (_eval, "paper evaluation (Table 1 layout): sBLIMP, StoryCloze in 4 settings, MMLU, NLL, segmentation"),
 }
 

@@ -548,7 +548,13 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
                 "from_text_model needs a Llama-architecture causal LM (e.g. SmolLM / SmolLM2 as LlamaForCausalLM), "
                 f"got {type(text_model).__name__} with model_type={getattr(text_config, 'model_type', None)!r}."
             )
-        fields = {k: v for k, v in text_config.to_dict().items() if k in SmolTolkConfig.__dataclass_fields__}
+        # Backbone fields only: `model_type`, `architectures` and friends describe the text LM, not SmolTolk.
+        not_copied = {"model_type", "architectures", "auto_map", "transformers_version"}
+        fields = {
+            k: v
+            for k, v in text_config.to_dict().items()
+            if k in SmolTolkConfig.__dataclass_fields__ and k not in not_copied
+        }
         fields.update(num_speech_units=num_speech_units, **config_overrides)
         config = SmolTolkConfig(**fields)
         config._attn_implementation = text_config._attn_implementation
