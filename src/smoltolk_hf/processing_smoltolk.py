@@ -27,6 +27,7 @@ from transformers import AutoTokenizer, BatchFeature, PreTrainedTokenizerBase
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import PushToHubMixin
 
+from .configuration_smoltolk import JointIdLayout
 from .tokenization_speech import SpeechTokenizer
 
 PROCESSOR_CONFIG_NAME = "processor_config.json"
@@ -50,7 +51,7 @@ def _is_int_sequence(value: Any) -> bool:
     )
 
 
-class SmolTolkProcessor(PushToHubMixin):
+class SmolTolkProcessor(JointIdLayout, PushToHubMixin):
     """Wraps a text tokenizer and a `SpeechTokenizer` and speaks SmolTolk's joint id layout.
 
     A plain class rather than a transformers `ProcessorMixin`: the mixin saves and loads every
@@ -105,27 +106,7 @@ class SmolTolkProcessor(PushToHubMixin):
         """Takes the id layout from a model config (`vocab_size`, `num_speech_units`)."""
         return cls(tokenizer, speech_tokenizer, vocab_size=config.vocab_size, num_speech_units=config.num_speech_units)
 
-    # --- id layout ----------------------------------------------------------------------------
-
-    @property
-    def text_marker_id(self) -> int:
-        return self.vocab_size
-
-    @property
-    def speech_marker_id(self) -> int:
-        return self.vocab_size + 1
-
-    @property
-    def speech_token_offset(self) -> int:
-        return self.vocab_size + 2
-
-    @property
-    def speech_eos_id(self) -> int:
-        return self.speech_token_offset + self.num_speech_units
-
-    @property
-    def speech_pad_id(self) -> int:
-        return self.speech_token_offset + self.num_speech_units + 1
+    # --- id layout (the id properties come from JointIdLayout) --------------------------------
 
     @property
     def pad_token_id(self) -> int:
