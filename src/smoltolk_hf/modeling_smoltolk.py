@@ -250,6 +250,13 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
             )
         cache.layers.extend(DynamicLayer() for _ in range(needed - len(cache.layers)))
 
+    def _fill_input_adapter_cache(self, cache: Cache, z: torch.Tensor) -> None:
+        """Writes zero keys/values for a chunk the input adapter skips (they are masked out for every speech query)."""
+        cfg = self.config
+        placeholder = z.new_zeros(z.shape[0], cfg.num_key_value_heads, z.shape[1], cfg.head_dim)
+        for layer in self.input_adapter:
+            cache.update(placeholder, placeholder, layer.self_attn.layer_idx)
+
     def _sync_input_adapter_attention(self) -> None:
         """The input adapter follows the model's attention implementation, except flash attention (-> sdpa)."""
         implementation = self.config._attn_implementation
@@ -320,7 +327,7 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
 
         # 1. Input adapter: causal attention restricted to each contiguous speech span.
         hidden_states = z
-        if len(self.input_adapter) > 0:
+        if len(self.input_adapter) > 0 and (self.training or bool(is_speech.any())):
             starts = _span_starts(is_speech, past_length, speech_span_start)  # (batch, seq), absolute indices
 
             def within_speech_span(batch_idx, head_idx, q_idx, kv_idx):
@@ -339,6 +346,10 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
             for layer in self.input_adapter:
                 adapted = layer(adapted, attention_mask=span_mask, **layer_kwargs)
             hidden_states = torch.where(is_speech[..., None], adapted, z)
+        elif len(self.input_adapter) > 0 and past_key_values is not None:
+            # Inference on a chunk without speech: the adapter's outputs would all be discarded, and no speech query
+            # ever attends to a non-speech key, so skip its layers and keep the cache aligned with placeholders.
+            self._fill_input_adapter_cache(past_key_values, z)
 
         # 2. Backbone; keep every layer output for pooling (the last one after the final norm).
         layer_states: list[torch.Tensor] = []
