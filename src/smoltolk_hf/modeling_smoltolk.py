@@ -42,6 +42,9 @@ from .configuration_smoltolk import SmolTolkConfig
 
 logger = logging.get_logger(__name__)
 
+# Parameters of the text LM (the backbone and its tied text head), by name; everything else is what SmolTolk adds.
+BACKBONE_PARAMETER_PREFIXES = ("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")
+
 # Attention implementations that accept an arbitrary mask; the input adapter's per-span mask needs one.
 _ARBITRARY_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
 
@@ -158,6 +161,12 @@ class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
+def _last_non_speech(is_speech: torch.Tensor, past_length: int) -> torch.Tensor:
+    """`(batch, seq)` absolute index of the last non-speech position at or before each position (-1 if none)."""
+    positions = torch.arange(is_speech.shape[1], device=is_speech.device) + past_length
+    return torch.where(is_speech, -1, positions).cummax(dim=1).values
+
+
 def _span_starts(is_speech: torch.Tensor, past_length: int, carried_start: torch.Tensor | None) -> torch.Tensor:
     """
     For each position, the absolute index where the input adapter's attention window begins: the start of the
@@ -169,20 +178,19 @@ def _span_starts(is_speech: torch.Tensor, past_length: int, carried_start: torch
         carried_start: `(batch,)` start of the speech span the cached prefix ends in (only read where the chunk
             starts with speech and has no break before).
     """
-    positions = torch.arange(is_speech.shape[1], device=is_speech.device) + past_length  # (seq,)
-    breaks = torch.where(is_speech, torch.full_like(is_speech, -1, dtype=torch.long), positions)  # (batch, seq)
-    last_break = breaks.cummax(dim=1).values  # last non-speech position at or before each position
+    last_break = _last_non_speech(is_speech, past_length)
     if carried_start is None:
         carried_start = torch.full((is_speech.shape[0],), past_length, device=is_speech.device, dtype=torch.long)
     starts = torch.where(last_break >= 0, last_break + 1, carried_start.to(is_speech.device)[:, None])
-    return torch.where(is_speech, starts, positions.expand_as(starts))
+    positions = torch.arange(is_speech.shape[1], device=is_speech.device) + past_length
+    return torch.where(is_speech, starts, positions)
 
 
 def trailing_speech_span_start(input_ids: torch.Tensor, speech_token_offset: int) -> torch.Tensor:
     """`(batch,)` index where the speech span that `input_ids` ends in began (= length if it ends in non-speech)."""
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-    breaks = torch.where(input_ids < speech_token_offset, positions, -1)
-    return breaks.max(dim=1).values + 1 if input_ids.shape[1] else breaks.new_zeros(input_ids.shape[0])
+    if input_ids.shape[1] == 0:
+        return input_ids.new_zeros(input_ids.shape[0])
+    return _last_non_speech(input_ids >= speech_token_offset, 0)[:, -1] + 1
 
 
 class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
@@ -576,9 +584,7 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         missing, unexpected = model.load_state_dict(source, strict=False)
         if unexpected:
             raise ValueError(f"Text model weights with no place in SmolTolk: {unexpected}")
-        new_parts = ("model.marker_embed", "model.speech_embed_tokens", "model.input_adapter", "model.layer_pooling",
-                     "model.output_adapter")
-        backbone_missing = [k for k in missing if not k.startswith(new_parts) and k != "lm_head.weight"]
+        backbone_missing = [k for k in missing if k.startswith(BACKBONE_PARAMETER_PREFIXES) and k != "lm_head.weight"]
         if backbone_missing:
             raise ValueError(f"The text model lacks backbone weights: {backbone_missing}")
         if not config.tie_word_embeddings and "lm_head.weight" in missing:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .modeling_smoltolk import BACKBONE_PARAMETER_PREFIXES
+
 # Paper Table 5: (layers in all, text parameters, speech parameters).
 PAPER_TABLE5: dict[str, tuple[int, float, float]] = {
     "baseline-135m": (30, 135e6, 0.29e6),
@@ -15,9 +17,6 @@ PAPER_TABLE5: dict[str, tuple[int, float, float]] = {
     "smoltolk-400m": (36, 360e6, 40e6),
     "smoltolk-2b": (28, 1.7e9, 270e6),
 }
-
-_TEXT_PREFIXES = ("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")
-
 
 @dataclass
 class ParameterCount:
@@ -30,7 +29,7 @@ def count_parameters(model: nn.Module) -> ParameterCount:
     """Counts a `SmolTolkForCausalLM`'s parameters the way paper Table 5 does (tied matrices once)."""
     text = speech = 0
     for name, parameter in model.named_parameters():  # named_parameters yields tied tensors once
-        if name.startswith(_TEXT_PREFIXES):
+        if name.startswith(BACKBONE_PARAMETER_PREFIXES):
             text += parameter.numel()
         else:
             speech += parameter.numel()

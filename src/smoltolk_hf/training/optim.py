@@ -28,12 +28,14 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from ..modeling_smoltolk import BACKBONE_PARAMETER_PREFIXES
+
 ROLES = ("speech", "pooling", "backbone")  # speech first: the Trainer logs the first group's learning rate
 FROZEN_IN_STAGE1 = ("backbone",)
 _ROLE_PREFIXES = {
     "speech": ("model.input_adapter.", "model.output_adapter.", "model.speech_embed_tokens.", "model.marker_embed."),
     "pooling": ("model.layer_pooling.",),
-    "backbone": ("model.layers.", "model.norm.", "model.embed_tokens.", "lm_head."),
+    "backbone": BACKBONE_PARAMETER_PREFIXES,
 }
 # Name segments added by wrappers (DDP, FSDP, activation checkpointing, torch.compile): not part of the role.
 _WRAPPER_SEGMENTS = ("module", "_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod")
