@@ -209,7 +209,7 @@ class SpeechContinuationPipeline(Pipeline):
         vocoder: torch.nn.Module | None = None,
         **kwargs: Any,
     ):
-        model_type = type(model.config).model_type  # the class's: the instance's may be copied from a backbone
+        model_type = model.config.model_type
         if model_type != "smoltolk":
             raise ValueError(f"the {TASK} pipeline needs a SmolTolk model, got model_type={model_type!r}")
         processor = _resolve_processor(model, processor)
