@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
-from transformers import LlamaConfig
+from transformers import LlamaConfig, PreTrainedConfig
 
 # Backbone sizes of paper Table 4 (SmolLM family). `bos`/`eos` are the SmolLM tokenizer's `<|endoftext|>`.
 _SMOLLM_BACKBONES: dict[str, dict[str, Any]] = {
@@ -54,6 +54,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     "baseline-360m": dict(backbone="360m", rope_theta=100_000.0, **_BASELINE_SWITCHES),
     "baseline-1.7b": dict(backbone="1.7b", rope_theta=100_000.0, **_BASELINE_SWITCHES),
 }
+
+
+# Fields that describe a config's own class and origin, never a model's architecture.
+_IDENTITY_FIELDS = ("model_type", "architectures", "auto_map", "transformers_version")
+
+
+def shared_fields(source: PreTrainedConfig, target: type[PreTrainedConfig]) -> dict[str, Any]:
+    """The fields of `source` that `target` also declares, without the identity fields (model_type, auto_map, ...)."""
+    return {
+        key: value
+        for key, value in source.to_dict().items()
+        if key in target.__dataclass_fields__ and key not in _IDENTITY_FIELDS
+    }
 
 
 class JointIdLayout:
@@ -168,6 +181,19 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
         """Decoder layers in all: input adapter + backbone + output adapter (each needs its own KV-cache slot)."""
         return self.num_input_adapter_layers + self.num_hidden_layers + self.num_output_adapter_layers
 
+    def get_text_config(self, decoder: bool | None = None, encoder: bool | None = None) -> PreTrainedConfig:
+        """
+        As [`PreTrainedConfig.get_text_config`], except on the decoder side (`decoder=True`), which cache builders
+        read: there it returns a `LlamaConfig` for the whole stack of decoder layers that keep keys and values, the
+        backbone's `num_hidden_layers` plus the adapter layers (`num_total_layers`), all with the backbone's
+        attention sizes. So `DynamicCache(config=config)`, `StaticCache(config=config, ...)` and the caches
+        `generate()` builds have a slot for every layer. Everything else (this config's `num_hidden_layers`, the
+        weights) still describes the backbone.
+        """
+        if decoder and not encoder:
+            return LlamaConfig(**{**shared_fields(self, LlamaConfig), "num_hidden_layers": self.num_total_layers})
+        return super().get_text_config(decoder=decoder, encoder=encoder)
+
     # ----- presets -------------------------------------------------------------------------------------------
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "SmolTolkConfig":
@@ -198,4 +224,4 @@ def smollm_backbone_sizes(name: str) -> dict[str, Any]:
     return {**_SMOLLM_SHARED, **_SMOLLM_BACKBONES[name]}
 
 
-__all__ = ["JointIdLayout", "SmolTolkConfig", "PRESETS", "smollm_backbone_sizes"]
+__all__ = ["JointIdLayout", "SmolTolkConfig", "PRESETS", "shared_fields", "smollm_backbone_sizes"]

@@ -17,14 +17,15 @@ Only relative imports of this package are used so that `save_pretrained` can shi
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -38,7 +39,7 @@ from transformers.models.llama.modeling_llama import (
 from transformers.utils import logging
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .configuration_smoltolk import SmolTolkConfig
+from .configuration_smoltolk import SmolTolkConfig, shared_fields
 
 logger = logging.get_logger(__name__)
 
@@ -47,6 +48,19 @@ BACKBONE_PARAMETER_PREFIXES = ("model.embed_tokens.", "model.layers.", "model.no
 
 # Attention implementations that accept an arbitrary mask; the input adapter's per-span mask needs one.
 _ARBITRARY_MASK_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
+
+# transformers 5.24 renamed the cache argument of decoder layers, mask builders, `generate()` and model outputs from
+# `past_key_values` to `cache`. Read the names the installed release uses, so one file works on both sides.
+_LAYER_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
+_MASK_CACHE_ARG = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+_OUTPUT_CACHE_FIELD = "cache" if "cache" in {f.name for f in fields(BaseModelOutputWithPast)} else "past_key_values"
+
+
+def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | None:
+    """The cache, accepted under both names as transformers does (`past_key_values` before 5.24, `cache` since)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the cache once, as `cache` or as `past_key_values` (its older name), not both.")
+    return cache if cache is not None else past_key_values
 
 
 @dataclass
@@ -193,27 +207,112 @@ def trailing_speech_span_start(input_ids: torch.Tensor, speech_token_offset: int
     return _last_non_speech(input_ids >= speech_token_offset, 0)[:, -1] + 1
 
 
+class SmolTolkInputAdapter(nn.ModuleList):
+    """
+    The input speech adapter (paper section 3.1): decoder layers, sized like the backbone's, that compose each
+    contiguous speech span on its own (causal attention restricted to the span, global rotary positions). Text
+    positions pass through unchanged.
+
+    The module owns everything that makes this work inside the model:
+    - its attention implementation: the model's, except those that cannot take an arbitrary mask (flash attention),
+      for which it runs `sdpa`;
+    - its per-span causal mask;
+    - its cache slots: layer indices `num_hidden_layers .. num_hidden_layers + n - 1` of the model's cache (see
+      `SmolTolkConfig.get_text_config`);
+    - placeholder cache entries for chunks without speech, whose adapter outputs would all be discarded.
+
+    The layers are the items of the list, so their weights keep the names `model.input_adapter.N.*`.
+    """
+
+    def __init__(self, config: SmolTolkConfig):
+        self.model_config = config
+        # A config of its own, so that its attention implementation can differ from the model's.
+        self.config = copy.copy(config)
+        first_idx = config.num_hidden_layers
+        super().__init__([LlamaDecoderLayer(self.config, first_idx + i) for i in range(config.num_input_adapter_layers)])
+
+    def _sync_attention_implementation(self) -> None:
+        implementation = self.model_config._attn_implementation
+        if implementation not in _ARBITRARY_MASK_IMPLEMENTATIONS:
+            implementation = "sdpa"
+        if self.config._attn_implementation != implementation:
+            self.config._attn_implementation = implementation
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        is_speech: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        cache: Cache | None,
+        past_length: int,
+        speech_span_start: torch.LongTensor | None,
+        **layer_kwargs: Any,
+    ) -> torch.Tensor:
+        """
+        Args:
+            z: `(batch, seq, d)` joint input embeddings.
+            is_speech: `(batch, seq)` bool, speech positions.
+            attention_mask: `(batch, past + seq)` 2D padding mask, or None.
+            cache: the model's cache (or None); the adapter reads and writes its own slots.
+            past_length: cached positions before this chunk.
+            speech_span_start: `(batch,)` where the speech span the cached prefix ends in began (see
+                `trailing_speech_span_start`), needed when the chunk continues it.
+            layer_kwargs: passed to every decoder layer (positions, rotary embeddings, use_cache, ...).
+
+        Returns:
+            `(batch, seq, d)`: adapted embeddings at speech positions, `z` elsewhere.
+        """
+        if len(self) == 0:
+            return z
+        if not self.training and not bool(is_speech.any()):
+            # No speech query in the chunk: skip the layers. A speech query never attends to a non-speech key, so
+            # zero keys/values keep the cache aligned with the backbone's without changing any later result.
+            if cache is not None:
+                placeholder = z.new_zeros(z.shape[0], self.config.num_key_value_heads, z.shape[1], self.config.head_dim)
+                for layer in self:
+                    cache.update(placeholder, placeholder, layer.self_attn.layer_idx)
+            return z
+
+        starts = _span_starts(is_speech, past_length, speech_span_start)  # (batch, seq), absolute indices
+
+        def within_speech_span(batch_idx, head_idx, q_idx, kv_idx):
+            return kv_idx >= starts[batch_idx, q_idx - past_length]
+
+        self._sync_attention_implementation()
+        span_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=z,
+            attention_mask=attention_mask,
+            position_ids=layer_kwargs["position_ids"],
+            and_mask_function=within_speech_span,
+            **{_MASK_CACHE_ARG: cache},
+        )
+        adapted = z
+        for layer in self:
+            adapted = layer(adapted, attention_mask=span_mask, **{_LAYER_CACHE_ARG: cache}, **layer_kwargs)
+        return torch.where(is_speech[..., None], adapted, z)
+
+
 class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
     """
     The SmolTolk trunk: joint embeddings, input speech adapter, the Llama backbone (module names unchanged, so a
     SmolLM checkpoint loads key for key), layer pooling with the speech residual, and the output speech adapter.
     Returns both the text-path state (`last_hidden_state`) and the speech-path state (`speech_hidden_state`).
+
+    Every decoder layer, adapters included, has a slot of its own in the cache: backbone layers keep their indices
+    `0 .. L-1`, the input adapter follows, then the output adapter. Caches built from the config
+    (`DynamicCache(config=model.config)`, `StaticCache(config=model.config, ...)`, and those `generate()` builds) have
+    all of them.
     """
 
     def __init__(self, config: SmolTolkConfig):
         super().__init__(config)
-        d, num_layers = config.hidden_size, config.num_hidden_layers
+        d = config.hidden_size
         self.marker_embed = nn.Embedding(2, d)  # <|text|>, <|speech|>: text-side inputs, never targets
         self.speech_embed_tokens = nn.Embedding(config.speech_vocab_size, d)  # units, eos, pad; tied speech head
-        # The input adapter has a config of its own so that it can fall back to sdpa when the model runs with
-        # flash attention, which cannot take the per-span mask (see `_sync_input_adapter_attention`).
-        self.input_adapter_config = copy.copy(config)
-        # Adapter layers get cache slots after the backbone's: backbone layer l keeps layer_idx l.
-        self.input_adapter = nn.ModuleList(
-            [LlamaDecoderLayer(self.input_adapter_config, num_layers + i) for i in range(config.num_input_adapter_layers)]
-        )
+        self.input_adapter = SmolTolkInputAdapter(config)
         self.layer_pooling = SmolTolkLayerPooling(config) if config.use_layer_pooling else None
-        first_out_idx = num_layers + config.num_input_adapter_layers
+        first_out_idx = config.num_hidden_layers + config.num_input_adapter_layers
         self.output_adapter = nn.ModuleList(
             [LlamaDecoderLayer(config, first_out_idx + i) for i in range(config.num_output_adapter_layers)]
         )
@@ -246,32 +345,17 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
                 "Truncate the input (or crop the cache), or raise max_position_embeddings in the config."
             )
 
-    def _ensure_cache_slots(self, cache: Cache) -> None:
-        """`generate()` sizes its cache for the backbone only; give the adapter layers slots of their own."""
+    def _check_cache(self, cache: Cache) -> None:
+        """A cache with fixed layers must have a slot for every decoder layer, adapters included."""
         needed = self.config.num_total_layers
-        if len(cache.layers) >= needed or cache.layer_class_to_replicate is not None:
-            return
-        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+        grows = getattr(cache, "layer_class_to_replicate", None) is not None  # DynamicCache() adds layers on use
+        if not grows and len(cache.layers) < needed:
             raise ValueError(
-                f"SmolTolk needs {needed} cache slots (backbone + adapters) but got a "
-                f"{type(cache).__name__} with {len(cache.layers)} fixed layers; use a DynamicCache."
+                f"SmolTolk needs a cache with {needed} layers ({self.config.num_hidden_layers} backbone + "
+                f"{needed - self.config.num_hidden_layers} adapter layers), got a {type(cache).__name__} with "
+                f"{len(cache.layers)}. Build it from the SmolTolk config, e.g. `DynamicCache(config=model.config)` or "
+                "`StaticCache(config=model.config, max_cache_len=...)`, not from the backbone's."
             )
-        cache.layers.extend(DynamicLayer() for _ in range(needed - len(cache.layers)))
-
-    def _fill_input_adapter_cache(self, cache: Cache, z: torch.Tensor) -> None:
-        """Writes zero keys/values for a chunk the input adapter skips (they are masked out for every speech query)."""
-        cfg = self.config
-        placeholder = z.new_zeros(z.shape[0], cfg.num_key_value_heads, z.shape[1], cfg.head_dim)
-        for layer in self.input_adapter:
-            cache.update(placeholder, placeholder, layer.self_attn.layer_idx)
-
-    def _sync_input_adapter_attention(self) -> None:
-        """The input adapter follows the model's attention implementation, except flash attention (-> sdpa)."""
-        implementation = self.config._attn_implementation
-        if implementation not in _ARBITRARY_MASK_IMPLEMENTATIONS:
-            implementation = "sdpa"
-        if self.input_adapter_config._attn_implementation != implementation:
-            self.input_adapter_config._attn_implementation = implementation
 
     @capture_outputs
     def forward(
@@ -279,17 +363,22 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
         speech_span_start: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Any,
     ) -> SmolTolkModelOutputWithPast:
         r"""
+        cache (`Cache`, *optional*):
+            Keys and values of earlier positions, one slot per decoder layer (backbone and adapters); also accepted
+            as `past_key_values`, its name before transformers 5.24.
         speech_span_start (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
             With a non-empty cache only: index at which the speech span the cached prefix ends in began. Needed when
             the new ids continue a speech span; `generate()` fills it in from the full ids.
         """
+        cache = _one_cache(cache, past_key_values)
         if input_ids is None or inputs_embeds is not None:
             raise ValueError(
                 "SmolTolk needs `input_ids` (and no `inputs_embeds`): the modality of each position is read from its id."
@@ -300,11 +389,11 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
                 f"mask on top of it, which a prepared {attention_mask.ndim}D mask would bypass."
             )
         use_cache = use_cache if use_cache is not None else self.config.use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache()
-        if past_key_values is not None:
-            self._ensure_cache_slots(past_key_values)
-        past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        if cache is not None:
+            self._check_cache(cache)
+        past_length = cache.get_seq_length() if cache is not None else 0
         self._check_inputs(input_ids, past_length)
 
         is_speech = input_ids >= self.config.speech_token_offset  # (batch, seq)
@@ -322,47 +411,24 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
             config=self.config,
             inputs_embeds=z,
             attention_mask=attention_mask,
-            past_key_values=past_key_values,
             position_ids=position_ids,
+            **{_MASK_CACHE_ARG: cache},
         )
         layer_kwargs = dict(
-            position_embeddings=position_embeddings,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            **kwargs,
+            position_embeddings=position_embeddings, position_ids=position_ids, use_cache=use_cache, **kwargs
         )
 
         # 1. Input adapter: causal attention restricted to each contiguous speech span.
-        hidden_states = z
-        if len(self.input_adapter) > 0 and (self.training or bool(is_speech.any())):
-            starts = _span_starts(is_speech, past_length, speech_span_start)  # (batch, seq), absolute indices
-
-            def within_speech_span(batch_idx, head_idx, q_idx, kv_idx):
-                return kv_idx >= starts[batch_idx, q_idx - past_length]
-
-            self._sync_input_adapter_attention()
-            span_mask = create_causal_mask(
-                config=self.input_adapter_config,
-                inputs_embeds=z,
-                attention_mask=attention_mask,
-                past_key_values=past_key_values,
-                position_ids=position_ids,
-                and_mask_function=within_speech_span,
-            )
-            adapted = z
-            for layer in self.input_adapter:
-                adapted = layer(adapted, attention_mask=span_mask, **layer_kwargs)
-            hidden_states = torch.where(is_speech[..., None], adapted, z)
-        elif len(self.input_adapter) > 0 and past_key_values is not None:
-            # Inference on a chunk without speech: the adapter's outputs would all be discarded, and no speech query
-            # ever attends to a non-speech key, so skip its layers and keep the cache aligned with placeholders.
-            self._fill_input_adapter_cache(past_key_values, z)
+        hidden_states = self.input_adapter(
+            z, is_speech, attention_mask, cache, past_length, speech_span_start, **layer_kwargs
+        )
 
         # 2. Backbone; keep every layer output for pooling (the last one after the final norm).
         layer_states: list[torch.Tensor] = []
         for decoder_layer in self.layers[: self.config.num_hidden_layers]:
-            hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, **layer_kwargs)
+            hidden_states = decoder_layer(
+                hidden_states, attention_mask=causal_mask, **{_LAYER_CACHE_ARG: cache}, **layer_kwargs
+            )
             layer_states.append(hidden_states)
         text_state = self.norm(hidden_states)
         layer_states[-1] = text_state
@@ -376,13 +442,13 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
         if self.config.use_speech_residual:
             speech_state = speech_state + z
         for layer in self.output_adapter:
-            speech_state = layer(speech_state, attention_mask=causal_mask, **layer_kwargs)
+            speech_state = layer(speech_state, attention_mask=causal_mask, **{_LAYER_CACHE_ARG: cache}, **layer_kwargs)
 
         return SmolTolkModelOutputWithPast(
             last_hidden_state=text_state,
             speech_hidden_state=speech_state,
             layer_weights=omega,
-            past_key_values=past_key_values,
+            **{_OUTPUT_CACHE_FIELD: cache},
         )
 
 
@@ -477,7 +543,7 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -485,9 +551,12 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         speech_span_start: torch.LongTensor | None = None,
         output_layer_weights: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Any,
     ) -> SmolTolkCausalLMOutputWithPast:
         r"""
+        cache (`Cache`, *optional*):
+            See [`SmolTolkModel.forward`]; also accepted as `past_key_values`.
         labels (`torch.LongTensor` of shape `(batch_size, seq_len)`, *optional*):
             Joint ids, usually `input_ids` with `-100` where nothing is scored; shifted inside (position `i` predicts
             `labels[i + 1]`). Markers and speech pad are never scored. With labels, `logits` is not computed.
@@ -511,7 +580,7 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=_one_cache(cache, past_key_values),
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             speech_span_start=speech_span_start,
@@ -531,10 +600,10 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
 
         return SmolTolkCausalLMOutputWithPast(
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             layer_weights=outputs.layer_weights if output_layer_weights else None,
+            **{_OUTPUT_CACHE_FIELD: getattr(outputs, _OUTPUT_CACHE_FIELD)},
             **loss_terms,
         )
 
@@ -568,14 +637,9 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
                 f"got {type(text_model).__name__} with model_type={getattr(text_config, 'model_type', None)!r}."
             )
         # Backbone fields only: `model_type`, `architectures` and friends describe the text LM, not SmolTolk.
-        not_copied = {"model_type", "architectures", "auto_map", "transformers_version"}
-        fields = {
-            k: v
-            for k, v in text_config.to_dict().items()
-            if k in SmolTolkConfig.__dataclass_fields__ and k not in not_copied
-        }
-        fields.update(num_speech_units=num_speech_units, **config_overrides)
-        config = SmolTolkConfig(**fields)
+        config = SmolTolkConfig(
+            **{**shared_fields(text_config, SmolTolkConfig), "num_speech_units": num_speech_units, **config_overrides}
+        )
         config._attn_implementation = text_config._attn_implementation
         dtype = next(text_model.parameters()).dtype
         with init.no_init_weights():  # the backbone is copied below: initialise only the new parts
@@ -603,6 +667,7 @@ __all__ = [
     "SmolTolkModel",
     "SmolTolkForCausalLM",
     "SmolTolkLayerPooling",
+    "SmolTolkInputAdapter",
     "SmolTolkModelOutputWithPast",
     "SmolTolkCausalLMOutputWithPast",
     "trailing_speech_span_start",
