@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard
-from test_modeling import assert_same_logits
+from helpers import assert_same_logits
 from test_pipeline import tiny_model_and_processor, waveform
 
 from smoltolk_hf.hub import CITATION, cli_export, eval_results, export_for_hub, load_results, push_to_hub

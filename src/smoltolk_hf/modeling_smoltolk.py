@@ -607,6 +607,14 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
             **loss_terms,
         )
 
+    def create_masks_for_generate(self, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor | None:
+        """
+        `generate()` hook that prepares the attention masks before the forward when the cache is static. The input
+        adapter's mask follows the speech spans, which only the ids tell, so the 2D padding mask is passed through
+        and the forward builds both masks.
+        """
+        return attention_mask
+
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs: Any) -> dict[str, Any]:
         model_inputs = super().prepare_inputs_for_generation(input_ids, **kwargs)
         # The input adapter's span mask needs where the trailing speech span of the cached prefix began; it is
