@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from smoltolk_hf.configuration_smoltolk import SmolTolkConfig
 from smoltolk_hf.data.mixture import SmolTolkMixture
 from smoltolk_hf.data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
+from smoltolk_hf.testing_utils import byte_level_tokenizer
 
 FORTUNES = "/usr/share/games/fortunes/fortunes"
 
@@ -35,14 +36,8 @@ def load_tokenizer() -> PreTrainedTokenizerFast:
         folder = next(iter(spec.submodule_search_locations))
         gguf = next(name for name in os.listdir(folder) if name.endswith(".gguf"))
         return AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer, tokenizer.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=8000, special_tokens=["<|endoftext|>"])
     with open(FORTUNES, errors="ignore") as lines:
-        tokenizer.train_from_iterator(lines, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+        return byte_level_tokenizer(lines, vocab_size=8000)
 
 
 def word_stream() -> list[str]:

@@ -11,11 +11,10 @@ import time
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkProcessor
 from smoltolk_hf.evaluation import ClozeItem, ScoringOptions, build_pairs, score_pairs
+from smoltolk_hf.testing_utils import byte_level_tokenizer
 
 TINY = {
     "hidden_size": 64,
@@ -24,19 +23,6 @@ TINY = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
-
-
-def word_tokenizer() -> PreTrainedTokenizerFast:
-    """A small BPE so that text contexts need no download (its ids are valid text ids of any model)."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(["the quick brown fox jumps over the lazy dog"] * 10, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
 
 
 def synthetic_items(n: int, context: int, continuation: int, seed: int = 0) -> list[ClozeItem]:
@@ -73,7 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    tokenizer = word_tokenizer()
+    # A small BPE so that text contexts need no download (its ids are valid text ids of any model).
+    tokenizer = byte_level_tokenizer(["the quick brown fox jumps over the lazy dog"] * 10, vocab_size=400)
     items = synthetic_items(args.pairs, args.context, args.continuation)
     rows = []
     for name, config in (

@@ -24,6 +24,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 import smoltolk_hf  # registers SmolTolk with the Auto classes and the "speech-continuation" pipeline
 from smoltolk_hf import MfccFrontEnd, SmolTolkForCausalLM, SmolTolkProcessor, SpeechTokenizer
 from smoltolk_hf.pipeline_speech_continuation import SmolTolkStreamer
+from smoltolk_hf.testing_utils import byte_level_tokenizer
 
 SAMPLING_RATE = 16_000
 TINY_SENTENCE = "once upon a time there was a little fox who liked to talk and sing in the forest"
@@ -40,13 +41,8 @@ def synthetic_speech(seconds: float, seed: int) -> np.ndarray:
 
 
 def tiny_backbone() -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
-    """A tiny random Llama and a word-level tokenizer, for a fast run."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {word: i for i, word in enumerate(dict.fromkeys(["<|endoftext|>", "<unk>", *TINY_SENTENCE.split()]))}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>", unk_token="<unk>")
+    """A tiny random Llama and a byte-level BPE tokenizer trained on one sentence, for a fast run."""
+    tokenizer = byte_level_tokenizer([TINY_SENTENCE])
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, eos_token_id=0, bos_token_id=None,

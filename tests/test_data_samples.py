@@ -8,8 +8,6 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from smoltolk_hf.configuration_smoltolk import SmolTolkConfig
 from smoltolk_hf.data.samples import (
@@ -20,24 +18,14 @@ from smoltolk_hf.data.samples import (
     plan_runs,
     word_unit_bounds,
 )
+from smoltolk_hf.testing_utils import byte_level_tokenizer
 
 NUM_UNITS = 40
 FRAME_RATE = 25.0
-
-
-def make_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on the synthetic words "w0".."w999" (no download)."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator([" ".join(f"w{j}" for j in range(i, 1000, 7)) for i in range(7)], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<eos>")
-
-
-TOKENIZER = make_tokenizer()
+# A tokenizer trained on the synthetic words "w0".."w999".
+TOKENIZER = byte_level_tokenizer(
+    [" ".join(f"w{j}" for j in range(i, 1000, 7)) for i in range(7)], vocab_size=320, eos_token="<eos>"
+)
 LAYOUT = SmolTolkConfig(vocab_size=len(TOKENIZER), num_speech_units=NUM_UNITS)
 
 

@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkProcessor
 from smoltolk_hf.evaluation import (
@@ -16,6 +14,7 @@ from smoltolk_hf.evaluation import (
     score_pairs,
 )
 from smoltolk_hf.evaluation.scoring import encode_candidate
+from smoltolk_hf.testing_utils import byte_level_tokenizer
 
 N_UNITS = 12
 SENTENCES = [
@@ -26,22 +25,9 @@ SENTENCES = [
 ]
 
 
-def eval_tokenizer() -> PreTrainedTokenizerFast:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=290,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(SENTENCES, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
-
-
 def tiny_eval_model(seed: int = 0, **overrides) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
     """A tiny random SmolTolk and a processor without speech tokenizer (speech as units)."""
-    tokenizer = eval_tokenizer()
+    tokenizer = byte_level_tokenizer(SENTENCES, vocab_size=290)
     config = SmolTolkConfig(
         vocab_size=len(tokenizer),
         num_speech_units=N_UNITS,

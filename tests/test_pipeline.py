@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import NUM_UNITS, TINY_BACKBONE
-from test_processor import byte_level_tokenizer
+from test_processor import SENTENCES
 from test_vocoder import tiny_vocoder
 from transformers import LlamaConfig, LlamaForCausalLM, pipeline
 
@@ -21,6 +21,7 @@ from smoltolk_hf.pipeline_speech_continuation import (
     SpeechContinuationPipeline,
     register_pipeline,
 )
+from smoltolk_hf.testing_utils import byte_level_tokenizer
 
 register_pipeline()  # what `import smoltolk_hf` does
 
@@ -33,7 +34,7 @@ SPEECH_THEN_TEXT = [("speech", [3, 1]), ("text", TEXT)]
 
 def tiny_model_and_processor(seed: int = 0) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
     """A tiny random SmolTolk whose text vocabulary is a real (tiny BPE) tokenizer's, and its processor."""
-    tokenizer = byte_level_tokenizer()
+    tokenizer = byte_level_tokenizer(SENTENCES)
     torch.manual_seed(seed)
     sizes = {**TINY_BACKBONE, "vocab_size": len(tokenizer), "bos_token_id": None, "pad_token_id": None}
     backbone = LlamaForCausalLM(LlamaConfig(**{**sizes, "eos_token_id": tokenizer.eos_token_id}))

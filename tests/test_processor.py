@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
 from smoltolk_hf.configuration_smoltolk import SmolTolkConfig
 from smoltolk_hf.processing_smoltolk import SmolTolkProcessor
+from smoltolk_hf.testing_utils import byte_level_tokenizer
 from smoltolk_hf.tokenization_speech import MfccFrontEnd, SpeechTokenizer
 
 N_UNITS = 12
@@ -18,21 +17,6 @@ SENTENCES = [
 ]
 
 
-def byte_level_tokenizer(bos: bool = False) -> PreTrainedTokenizerFast:
-    """A tiny byte-level BPE trained in-test (SmolLM2-like: EOS, no BOS unless asked)."""
-    specials = ["<|endoftext|>"] + (["<s>"] if bos else [])
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(SENTENCES, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, eos_token="<|endoftext|>", bos_token="<s>" if bos else None
-    )
-
-
 @pytest.fixture(scope="module")
 def speech_tokenizer():
     return SpeechTokenizer(np.random.default_rng(0).standard_normal((N_UNITS, 20)), MfccFrontEnd())
@@ -40,7 +24,7 @@ def speech_tokenizer():
 
 @pytest.fixture(scope="module")
 def processor(speech_tokenizer):
-    text_tokenizer = byte_level_tokenizer()
+    text_tokenizer = byte_level_tokenizer(SENTENCES)
     config = SmolTolkConfig(
         vocab_size=len(text_tokenizer) + 4,  # a padded embedding table: V need not equal len(tokenizer)
         num_speech_units=N_UNITS,
@@ -80,7 +64,7 @@ def test_markers_at_every_modality_change(processor):
 
 
 def test_text_bos_starts_every_sequence(speech_tokenizer):
-    processor = SmolTolkProcessor(byte_level_tokenizer(bos=True), speech_tokenizer)
+    processor = SmolTolkProcessor(byte_level_tokenizer(SENTENCES, bos_token="<s>"), speech_tokenizer)
     bos = processor.tokenizer.bos_token_id
     assert processor(text="hello")["input_ids"][0] == bos
     assert processor(units=[1, 2])["input_ids"][:2] == [bos, processor.speech_marker_id]
