@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache
 
 from conftest import NUM_UNITS, TINY_BACKBONE, tiny_text_model
 from helpers import assert_same_logits, mixed_ids, prompts, speech, speech_model
@@ -381,13 +381,14 @@ def test_inputs_embeds_rejected(tiny_smoltolk):
 def test_continuing_speech_from_cache_needs_span_start(tiny_smoltolk):
     cfg = tiny_smoltolk.config
     prompt = torch.tensor([prompts(cfg)["speech"]])
-    cache = tiny_smoltolk(prompt, use_cache=True).past_key_values
+    cache = DynamicCache(config=cfg)
+    tiny_smoltolk(prompt, cache=cache)
     step = torch.tensor([[cfg.speech_token_offset + 1]])
     with pytest.raises(ValueError, match="speech_span_start"):
-        tiny_smoltolk(step, past_key_values=cache)
+        tiny_smoltolk(step, cache=cache)
     span = trailing_speech_span_start(prompt, cfg.speech_token_offset)
     with torch.no_grad():
-        cached = tiny_smoltolk(step, past_key_values=cache, speech_span_start=span).logits[:, -1]
+        cached = tiny_smoltolk(step, cache=cache, speech_span_start=span).logits[:, -1]
         full = tiny_smoltolk(torch.cat([prompt, step], 1)).logits[:, -1]
     assert_same_logits(cached, full, atol=1e-5)
 
