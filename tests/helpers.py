@@ -1,9 +1,47 @@
-"""Helpers shared by the test files (tiny models, id builders, comparisons); fixtures live in conftest.py."""
+"""Helpers shared by the test files (tiny models and data, id builders, comparisons); fixtures live in conftest.py.
 
+Test files import from here (`from helpers import ...`), never from one another. Every model and data set is tiny
+and random, so the suite runs offline on a few CPU cores.
+"""
+
+import math
+import os
+
+import datasets
+import numpy as np
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import NUM_UNITS, tiny_text_model
-from smoltolk_hf import SmolTolkForCausalLM
+from smoltolk_hf import MfccFrontEnd, SmolTolkConfig, SmolTolkForCausalLM, SmolTolkProcessor, SpeechTokenizer
+from smoltolk_hf.testing_utils import byte_level_tokenizer
+from smoltolk_hf.vocoder import UnitVocoder, UnitVocoderConfig
+
+# ----- tiny models --------------------------------------------------------------------------------------------
+
+TINY_SIZES = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    # A wide init makes random models prefer varied tokens, so generation checks are not trivially constant.
+    "initializer_range": 0.2,
+}
+TINY_BACKBONE = {
+    "vocab_size": 100,
+    **TINY_SIZES,
+    "max_position_embeddings": 128,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+}
+NUM_UNITS = 20  # speech units of the tiny models and of the tiny vocoder that voices them
+
+
+def tiny_text_model(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(**TINY_BACKBONE)).eval()
 
 
 def speech(cfg, units):
@@ -36,7 +74,11 @@ def prompts(cfg):
         "text": text,
         "speech": [cfg.speech_marker_id] + speech(cfg, [3, 7, 1, 12, 4]),
         "text_then_speech_marker": text + [cfg.speech_marker_id],
-        "mixed": text + [cfg.speech_marker_id] + speech(cfg, [3, 7]) + [cfg.text_marker_id, 8, 11, cfg.speech_marker_id] + speech(cfg, [2]),
+        "mixed": text
+        + [cfg.speech_marker_id]
+        + speech(cfg, [3, 7])
+        + [cfg.text_marker_id, 8, 11, cfg.speech_marker_id]
+        + speech(cfg, [2]),
     }
 
 
@@ -47,3 +89,201 @@ def speech_model(seed=2, **overrides):
     with torch.no_grad():
         model.model.speech_embed_tokens.weight[model.config.num_speech_units].mul_(0.0)
     return model
+
+
+# ----- pipeline: a real (tiny BPE) text tokenizer and a speech tokenizer ---------------------------------------
+
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "a speech language model reads text and speech",
+    "hello world, how are you today?",
+]
+
+
+def tiny_model_and_processor(seed: int = 0) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
+    """A tiny random SmolTolk whose text vocabulary is a real (tiny BPE) tokenizer's, and its processor."""
+    tokenizer = byte_level_tokenizer(SENTENCES)
+    torch.manual_seed(seed)
+    sizes = {**TINY_BACKBONE, "vocab_size": len(tokenizer), "bos_token_id": None, "pad_token_id": None}
+    backbone = LlamaForCausalLM(LlamaConfig(**{**sizes, "eos_token_id": tokenizer.eos_token_id}))
+    model = SmolTolkForCausalLM.from_text_model(backbone, num_speech_units=NUM_UNITS).eval()
+    with torch.no_grad():  # a speech head that rarely ends, so that speech continuations are long enough to compare
+        model.model.speech_embed_tokens.weight[NUM_UNITS].zero_()
+    speech_tokenizer = SpeechTokenizer(np.random.default_rng(seed).standard_normal((NUM_UNITS, 20)), MfccFrontEnd())
+    return model, SmolTolkProcessor.from_config(tokenizer, speech_tokenizer, model.config)
+
+
+def waveform(seconds: float = 0.5, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * 16_000))).astype(np.float32)
+
+
+# ----- vocoder ------------------------------------------------------------------------------------------------
+
+
+def tiny_vocoder_config(**overrides) -> UnitVocoderConfig:
+    values = {
+        "num_embeddings": NUM_UNITS,
+        "embedding_dim": 8,
+        "upsample_rates": [2, 3],
+        "upsample_kernel_sizes": [4, 7],
+        "upsample_initial_channel": 16,
+        "resblock_kernel_sizes": [3, 5],
+        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
+        "duration_predictor_hidden_dim": 8,
+    }
+    values.update(overrides)
+    return UnitVocoderConfig(**values)
+
+
+def tiny_vocoder(seed: int = 0, **overrides) -> UnitVocoder:
+    torch.manual_seed(seed)
+    model = UnitVocoder(tiny_vocoder_config(**overrides)).eval()
+    with torch.no_grad():
+        # HiFi-GAN's N(0, 0.01) init makes near-silent audio at tiny widths; use unit-variance-preserving weights
+        # so the audio is O(0.1) and the tests' comparisons are meaningful.
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                # Conv1d weights are (out, in, k); ConvTranspose1d weights are (in, out, k).
+                per_output = module.weight[0] if isinstance(module, torch.nn.Conv1d) else module.weight[:, 0]
+                module.weight.normal_(0.0, per_output.numel() ** -0.5)
+        # Spread predicted durations over roughly 1..6 frames.
+        if model.dur_predictor is not None:
+            model.dur_predictor.proj.weight.normal_(0.0, 0.5)
+            model.dur_predictor.proj.bias.fill_(math.log(4.0))
+    return model
+
+
+# ----- evaluation: a model and processor without speech tokenizer (speech as units) ---------------------------
+
+EVAL_NUM_UNITS = 12
+EVAL_SENTENCES = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "she went home and slept",
+    "he ate the red apple",
+]
+
+
+def tiny_eval_model(seed: int = 0, **overrides) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
+    """A tiny random SmolTolk and a processor without speech tokenizer (speech as units)."""
+    tokenizer = byte_level_tokenizer(EVAL_SENTENCES, vocab_size=290)
+    config = SmolTolkConfig(
+        vocab_size=len(tokenizer),
+        num_speech_units=EVAL_NUM_UNITS,
+        **TINY_SIZES,
+        max_position_embeddings=256,
+        **overrides,
+    )
+    torch.manual_seed(seed)
+    model = SmolTolkForCausalLM(config).eval()
+    return model, SmolTolkProcessor.from_config(tokenizer, None, config)
+
+
+# ----- training data: word-aligned unit utterances and text documents over the words "w0".."w999" ------------
+
+DATA_NUM_UNITS = 40
+FRAME_RATE = 25.0
+TOKENIZER = byte_level_tokenizer(
+    [" ".join(f"w{j}" for j in range(i, 1000, 7)) for i in range(7)], vocab_size=320, eos_token="<eos>"
+)
+LAYOUT = SmolTolkConfig(vocab_size=len(TOKENIZER), num_speech_units=DATA_NUM_UNITS)
+
+
+def make_speech_data(num_utterances: int = 12, seed: int = 0, unaligned: int = 0):
+    """Utterances of globally unique words "w<j>" with known per-word units and exact alignments.
+
+    Returns the dataset and `word_units[j]`, the units of word j (leading silence belongs to the first
+    word of an utterance, trailing silence to none).
+    """
+    rng = np.random.default_rng(seed)
+    rows = {k: [] for k in ("id", "units", "durations", "text", "words", "word_end_times", "frame_rate")}
+    word_units, next_word, unit = [], 0, 0
+    for u in range(num_utterances):
+        words = [f"w{next_word + i}" for i in range(int(rng.integers(3, 45)))]
+        next_word += len(words)
+        units, durations, ends = [], [], []
+        for w in range(len(words) + 1):  # the extra "word" is trailing silence
+            count = int(rng.integers(1, 5)) + (2 if w == 0 else 0)  # leading silence joins the first word
+            own = []
+            for _ in range(count):
+                unit = (unit + int(rng.integers(1, DATA_NUM_UNITS))) % DATA_NUM_UNITS  # never an adjacent repeat
+                own.append(unit)
+                durations.append(int(rng.integers(1, 4)))
+            units += own
+            if w < len(words):
+                word_units.append(own)
+                # End time inside the word's last frame, so that rounding to frames is exercised.
+                ends.append((sum(durations) - rng.uniform(0.1, 0.45)) / FRAME_RATE)
+        aligned = u >= unaligned
+        rows["id"].append(f"utt{u}")
+        rows["units"].append(units)
+        rows["durations"].append(durations)
+        rows["text"].append(" ".join(words))
+        rows["words"].append(words)
+        rows["word_end_times"].append(ends if aligned else [])
+        rows["frame_rate"].append(FRAME_RATE)
+    return datasets.Dataset.from_dict(rows), word_units
+
+
+def make_text_data(num_documents: int = 10, seed: int = 0, column: str = "input_ids") -> datasets.Dataset:
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(f"w{j}" for j in rng.integers(0, 1000, rng.integers(1, 15))) for _ in range(num_documents)]
+    if column == "text":
+        return datasets.Dataset.from_dict({"text": texts})
+    return datasets.Dataset.from_dict({"input_ids": TOKENIZER(texts, add_special_tokens=False)["input_ids"]})
+
+
+# ----- training runs ------------------------------------------------------------------------------------------
+
+TINY_LLAMA = {
+    "vocab_size": len(TOKENIZER),
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": True,
+    "eos_token_id": TOKENIZER.eos_token_id,
+}
+STAGE1, STEPS, BATCH = 4, 8, 3
+
+
+def write_assets(root: str) -> dict[str, str]:
+    """A tiny text LM with its tokenizer and tiny unit/text datasets, saved to disk as a user would have them."""
+    torch.manual_seed(0)
+    paths = {name: os.path.join(root, name) for name in ("backbone", "units", "text")}
+    LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).save_pretrained(paths["backbone"])
+    TOKENIZER.save_pretrained(paths["backbone"])
+    make_speech_data(num_utterances=24, seed=1)[0].save_to_disk(paths["units"])
+    make_text_data(40, seed=2).save_to_disk(paths["text"])
+    return paths
+
+
+def tiny_training_config(assets: dict[str, str], output_dir: str, **training) -> dict:
+    return {
+        "model": {
+            "from_text_model": assets["backbone"],
+            "num_speech_units": DATA_NUM_UNITS,
+            "attn_implementation": "eager",
+        },
+        "data": {
+            "context_length": 64,
+            "speech": [assets["units"]],
+            "text": [{"path": assets["text"], "weight": 1.0}],
+            "interleaved": [{"path": assets["units"]}],
+        },
+        "stages": {"stage1_steps": STAGE1, "warmup_steps": 2, "peak_factor": 10.0, "decay_fraction": 0.5},
+        "training": {
+            "output_dir": output_dir,
+            "max_steps": STEPS,
+            "per_device_train_batch_size": BATCH,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "no",
+            "use_cpu": True,
+            "disable_tqdm": True,
+            "seed": 3,
+            **training,
+        },
+    }

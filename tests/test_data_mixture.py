@@ -8,7 +8,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from test_data_samples import LAYOUT, TOKENIZER, make_speech_data, make_text_data
+from helpers import LAYOUT, TOKENIZER, make_speech_data, make_text_data
 from torch.utils.data import DataLoader
 
 from smoltolk_hf.data.collator import SmolTolkDataCollator

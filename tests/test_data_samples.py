@@ -8,8 +8,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from helpers import LAYOUT, TOKENIZER, make_speech_data, make_text_data
 
-from smoltolk_hf.configuration_smoltolk import SmolTolkConfig
 from smoltolk_hf.data.samples import (
     IGNORE_INDEX,
     InterleavedSampleBuilder,
@@ -18,59 +18,6 @@ from smoltolk_hf.data.samples import (
     plan_runs,
     word_unit_bounds,
 )
-from smoltolk_hf.testing_utils import byte_level_tokenizer
-
-NUM_UNITS = 40
-FRAME_RATE = 25.0
-# A tokenizer trained on the synthetic words "w0".."w999".
-TOKENIZER = byte_level_tokenizer(
-    [" ".join(f"w{j}" for j in range(i, 1000, 7)) for i in range(7)], vocab_size=320, eos_token="<eos>"
-)
-LAYOUT = SmolTolkConfig(vocab_size=len(TOKENIZER), num_speech_units=NUM_UNITS)
-
-
-def make_speech_data(num_utterances: int = 12, seed: int = 0, unaligned: int = 0):
-    """Utterances of globally unique words "w<j>" with known per-word units and exact alignments.
-
-    Returns the dataset and `word_units[j]`, the units of word j (leading silence belongs to the first
-    word of an utterance, trailing silence to none).
-    """
-    rng = np.random.default_rng(seed)
-    rows = {k: [] for k in ("id", "units", "durations", "text", "words", "word_end_times", "frame_rate")}
-    word_units, next_word, unit = [], 0, 0
-    for u in range(num_utterances):
-        words = [f"w{next_word + i}" for i in range(int(rng.integers(3, 45)))]
-        next_word += len(words)
-        units, durations, ends = [], [], []
-        for w in range(len(words) + 1):  # the extra "word" is trailing silence
-            count = int(rng.integers(1, 5)) + (2 if w == 0 else 0)  # leading silence joins the first word
-            own = []
-            for _ in range(count):
-                unit = (unit + int(rng.integers(1, NUM_UNITS))) % NUM_UNITS  # never an adjacent repeat
-                own.append(unit)
-                durations.append(int(rng.integers(1, 4)))
-            units += own
-            if w < len(words):
-                word_units.append(own)
-                # End time inside the word's last frame, so that rounding to frames is exercised.
-                ends.append((sum(durations) - rng.uniform(0.1, 0.45)) / FRAME_RATE)
-        aligned = u >= unaligned
-        rows["id"].append(f"utt{u}")
-        rows["units"].append(units)
-        rows["durations"].append(durations)
-        rows["text"].append(" ".join(words))
-        rows["words"].append(words)
-        rows["word_end_times"].append(ends if aligned else [])
-        rows["frame_rate"].append(FRAME_RATE)
-    return datasets.Dataset.from_dict(rows), word_units
-
-
-def make_text_data(num_documents: int = 10, seed: int = 0, column: str = "input_ids") -> datasets.Dataset:
-    rng = np.random.default_rng(seed)
-    texts = [" ".join(f"w{j}" for j in rng.integers(0, 1000, rng.integers(1, 15))) for _ in range(num_documents)]
-    if column == "text":
-        return datasets.Dataset.from_dict({"text": texts})
-    return datasets.Dataset.from_dict({"input_ids": TOKENIZER(texts, add_special_tokens=False)["input_ids"]})
 
 
 def modality_of(ids: np.ndarray) -> np.ndarray:

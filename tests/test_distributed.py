@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 import yaml
-from test_training import BATCH, STEPS, tiny_config, write_assets
+from helpers import BATCH, STEPS, tiny_training_config, write_assets
 
 from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
 from smoltolk_hf.training import run_training
@@ -59,7 +59,7 @@ def launch(config: dict, folder) -> list[dict]:
 @pytest.mark.slow
 def test_two_processes_step_together_in_both_data_modes(tmp_path):
     assets = write_assets(str(tmp_path / "assets"))
-    config = tiny_config(assets, str(tmp_path / "own_streams" / "out"))
+    config = tiny_training_config(assets, str(tmp_path / "own_streams" / "out"))
     reports = launch(config, tmp_path / "own_streams")
     assert [r["world_size"] for r in reports] == [2, 2] and [r["steps"] for r in reports] == [STEPS, STEPS]
     assert reports[0]["weights"] == reports[1]["weights"]
@@ -68,13 +68,15 @@ def test_two_processes_step_together_in_both_data_modes(tmp_path):
         assert STEPS * BATCH <= r["consumed"] <= (STEPS + 2) * BATCH
 
     # One process with the same total batch reads the same samples per step: same training up to float sums.
-    single = tiny_config(assets, str(tmp_path / "single"), per_device_train_batch_size=2 * BATCH)
+    single = tiny_training_config(assets, str(tmp_path / "single"), per_device_train_batch_size=2 * BATCH)
     expected = run_training(single).model
     distributed = SmolTolkForCausalLM.from_pretrained(str(tmp_path / "own_streams" / "out"))
     for (name, a), b in zip(expected.named_parameters(), distributed.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
-    config = tiny_config(assets, str(tmp_path / "dispatched" / "out"), accelerator_config={"dispatch_batches": True})
+    config = tiny_training_config(
+        assets, str(tmp_path / "dispatched" / "out"), accelerator_config={"dispatch_batches": True}
+    )
     reports = launch(config, tmp_path / "dispatched")
     assert reports[0]["weights"] == reports[1]["weights"] and reports[0]["steps"] == STEPS
     assert [r["stream"] for r in reports] == [[0, 1], [0, 1]]

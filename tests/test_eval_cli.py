@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from datasets import Dataset
-from test_eval_scoring import N_UNITS, SENTENCES, tiny_eval_model
+from helpers import EVAL_NUM_UNITS, EVAL_SENTENCES, tiny_eval_model
 
 from smoltolk_hf.data.prepare import UNIT_DATASET_FEATURES
 from smoltolk_hf.evaluation import speech_nll
@@ -22,11 +22,11 @@ def units_dataset(n: int = 6, seed: int = 0) -> Dataset:
     rng = np.random.default_rng(seed)
     rows = {k: [] for k in UNIT_DATASET_FEATURES}
     for i in range(n):
-        words = SENTENCES[i % len(SENTENCES)].split()
+        words = EVAL_SENTENCES[i % len(EVAL_SENTENCES)].split()
         units, durations, ends, frames = [], [], [], 0
         for _ in words:
             for _ in range(int(rng.integers(2, 5))):
-                units.append(int(rng.integers(0, N_UNITS)))
+                units.append(int(rng.integers(0, EVAL_NUM_UNITS)))
                 durations.append(int(rng.integers(1, 4)))
                 frames += durations[-1]
             ends.append(frames / 25.0)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_eval_scoring import tiny_eval_model
+from helpers import tiny_eval_model
 
 from smoltolk_hf.evaluation.mmlu import text_causal_lm
 from smoltolk_hf.evaluation.scoring import token_log_probs

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from test_eval_scoring import N_UNITS, tiny_eval_model
+from helpers import EVAL_NUM_UNITS, tiny_eval_model
 
 from smoltolk_hf.evaluation import (
     build_pairs,
@@ -38,7 +38,7 @@ def _text(path, text):
 @pytest.fixture(scope="module")
 def audio_processor():
     model, processor = tiny_eval_model()
-    tokenizer = SpeechTokenizer(np.random.default_rng(0).standard_normal((N_UNITS, 20)), MfccFrontEnd())
+    tokenizer = SpeechTokenizer(np.random.default_rng(0).standard_normal((EVAL_NUM_UNITS, 20)), MfccFrontEnd())
     return model, SmolTolkProcessor.from_config(processor.tokenizer, tokenizer, model.config)
 
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from test_eval_scoring import tiny_eval_model
+from helpers import tiny_eval_model
 
 from smoltolk_hf.evaluation.representations import (
     default_dadapy_python,

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import EVAL_NUM_UNITS, EVAL_SENTENCES, tiny_eval_model
 
-from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkProcessor
+from smoltolk_hf import SmolTolkForCausalLM
 from smoltolk_hf.evaluation import (
     ClozeItem,
     ScoringOptions,
@@ -14,43 +15,14 @@ from smoltolk_hf.evaluation import (
     score_pairs,
 )
 from smoltolk_hf.evaluation.scoring import encode_candidate
-from smoltolk_hf.testing_utils import byte_level_tokenizer
-
-N_UNITS = 12
-SENTENCES = [
-    "the cat sat on the mat",
-    "a dog ran in the park",
-    "she went home and slept",
-    "he ate the red apple",
-]
-
-
-def tiny_eval_model(seed: int = 0, **overrides) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
-    """A tiny random SmolTolk and a processor without speech tokenizer (speech as units)."""
-    tokenizer = byte_level_tokenizer(SENTENCES, vocab_size=290)
-    config = SmolTolkConfig(
-        vocab_size=len(tokenizer),
-        num_speech_units=N_UNITS,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-        **overrides,
-    )
-    torch.manual_seed(seed)
-    model = SmolTolkForCausalLM(config).eval()
-    return model, SmolTolkProcessor.from_config(tokenizer, None, config)
 
 
 def cloze_items(n: int = 6, seed: int = 0) -> list[ClozeItem]:
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):
-        units = [rng.integers(0, N_UNITS, size=int(rng.integers(3, 9))) for _ in range(3)]
-        texts = [SENTENCES[(i + k) % len(SENTENCES)] for k in range(3)]
+        units = [rng.integers(0, EVAL_NUM_UNITS, size=int(rng.integers(3, 9))) for _ in range(3)]
+        texts = [EVAL_SENTENCES[(i + k) % len(EVAL_SENTENCES)] for k in range(3)]
         items.append(
             ClozeItem(
                 id=str(i),

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_eval_scoring import tiny_eval_model
+from helpers import tiny_eval_model
 
 from smoltolk_hf.evaluation import (
     boundary_scores,

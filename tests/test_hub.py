@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_logits, tiny_model_and_processor, waveform
 from huggingface_hub import HfApi, ModelCard
-from helpers import assert_same_logits
-from test_pipeline import tiny_model_and_processor, waveform
 
 from smoltolk_hf.hub import CITATION, cli_export, eval_results, export_for_hub, load_results, push_to_hub
 

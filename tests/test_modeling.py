@@ -1,6 +1,5 @@
 """Behaviour of SmolTolkConfig / SmolTolkForCausalLM on tiny models."""
 
-import itertools
 import os
 import subprocess
 import sys
@@ -9,14 +8,21 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import (
+    NUM_UNITS,
+    TINY_BACKBONE,
+    assert_same_logits,
+    mixed_ids,
+    prompts,
+    speech,
+    speech_model,
+    tiny_text_model,
+)
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache
 
-from conftest import NUM_UNITS, TINY_BACKBONE, tiny_text_model
-from helpers import assert_same_logits, mixed_ids, prompts, speech, speech_model
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkModel
-from smoltolk_hf.summary import PAPER_TABLE5, count_parameters
 from smoltolk_hf.modeling_smoltolk import _span_starts, trailing_speech_span_start
-
+from smoltolk_hf.summary import PAPER_TABLE5, count_parameters
 
 # ----- configuration ------------------------------------------------------------------------------------------
 

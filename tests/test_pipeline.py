@@ -9,19 +9,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import NUM_UNITS, TINY_BACKBONE
-from test_processor import SENTENCES
-from test_vocoder import tiny_vocoder
-from transformers import LlamaConfig, LlamaForCausalLM, pipeline
+from helpers import tiny_model_and_processor, tiny_vocoder, waveform
+from transformers import pipeline
 
-from smoltolk_hf import MfccFrontEnd, SmolTolkForCausalLM, SmolTolkProcessor, SpeechTokenizer
+from smoltolk_hf import SmolTolkProcessor
 from smoltolk_hf.pipeline_speech_continuation import (
     DEFAULT_SAMPLING,
     SmolTolkStreamer,
     SpeechContinuationPipeline,
     register_pipeline,
 )
-from smoltolk_hf.testing_utils import byte_level_tokenizer
 
 register_pipeline()  # what `import smoltolk_hf` does
 
@@ -30,23 +27,6 @@ TEXT = "the quick brown fox"
 UNITS = [3, 1, 4, 1, 5]
 TEXT_THEN_SPEECH = [("text", TEXT), ("speech", [3, 1])]
 SPEECH_THEN_TEXT = [("speech", [3, 1]), ("text", TEXT)]
-
-
-def tiny_model_and_processor(seed: int = 0) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
-    """A tiny random SmolTolk whose text vocabulary is a real (tiny BPE) tokenizer's, and its processor."""
-    tokenizer = byte_level_tokenizer(SENTENCES)
-    torch.manual_seed(seed)
-    sizes = {**TINY_BACKBONE, "vocab_size": len(tokenizer), "bos_token_id": None, "pad_token_id": None}
-    backbone = LlamaForCausalLM(LlamaConfig(**{**sizes, "eos_token_id": tokenizer.eos_token_id}))
-    model = SmolTolkForCausalLM.from_text_model(backbone, num_speech_units=NUM_UNITS).eval()
-    with torch.no_grad():  # a speech head that rarely ends, so that speech continuations are long enough to compare
-        model.model.speech_embed_tokens.weight[NUM_UNITS].zero_()
-    speech_tokenizer = SpeechTokenizer(np.random.default_rng(seed).standard_normal((NUM_UNITS, 20)), MfccFrontEnd())
-    return model, SmolTolkProcessor.from_config(tokenizer, speech_tokenizer, model.config)
-
-
-def waveform(seconds: float = 0.5, seed: int = 0) -> np.ndarray:
-    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * 16_000))).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

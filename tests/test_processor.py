@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from helpers import SENTENCES
 
 from smoltolk_hf.configuration_smoltolk import SmolTolkConfig
 from smoltolk_hf.processing_smoltolk import SmolTolkProcessor
@@ -10,11 +11,6 @@ from smoltolk_hf.testing_utils import byte_level_tokenizer
 from smoltolk_hf.tokenization_speech import MfccFrontEnd, SpeechTokenizer
 
 N_UNITS = 12
-SENTENCES = [
-    "the quick brown fox jumps over the lazy dog",
-    "a speech language model reads text and speech",
-    "hello world, how are you today?",
-]
 
 
 @pytest.fixture(scope="module")

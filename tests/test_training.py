@@ -4,77 +4,32 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 
 import datasets
 import pytest
 import torch
 import yaml
-from test_data_samples import NUM_UNITS, TOKENIZER, make_speech_data, make_text_data
-from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
+from helpers import (
+    BATCH,
+    DATA_NUM_UNITS,
+    STAGE1,
+    STEPS,
+    make_speech_data,
+    make_text_data,
+    tiny_training_config,
+    write_assets,
+)
+from transformers import TrainerCallback
 
 from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
 from smoltolk_hf.training import TwoStageSchedule, build_trainer, cli_train, parameter_groups, run_training
 from smoltolk_hf.training.callback import STATE_NAME
 from smoltolk_hf.training.optim import parameter_role
 
-TINY_LLAMA = {
-    "vocab_size": len(TOKENIZER),
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 3,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 256,
-    "tie_word_embeddings": True,
-    "eos_token_id": TOKENIZER.eos_token_id,
-}
-STAGE1, STEPS, BATCH = 4, 8, 3
-
-
-def write_assets(root: str) -> dict[str, str]:
-    """A tiny text LM with its tokenizer and tiny unit/text datasets, saved to disk as a user would have them."""
-    torch.manual_seed(0)
-    paths = {name: os.path.join(root, name) for name in ("backbone", "units", "text")}
-    LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).save_pretrained(paths["backbone"])
-    TOKENIZER.save_pretrained(paths["backbone"])
-    make_speech_data(num_utterances=24, seed=1)[0].save_to_disk(paths["units"])
-    make_text_data(40, seed=2).save_to_disk(paths["text"])
-    return paths
-
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> dict[str, str]:
     return write_assets(str(tmp_path_factory.mktemp("assets")))
-
-
-def tiny_config(assets: dict[str, str], output_dir: str, **training) -> dict:
-    return {
-        "model": {
-            "from_text_model": assets["backbone"],
-            "num_speech_units": NUM_UNITS,
-            "attn_implementation": "eager",
-        },
-        "data": {
-            "context_length": 64,
-            "speech": [assets["units"]],
-            "text": [{"path": assets["text"], "weight": 1.0}],
-            "interleaved": [{"path": assets["units"]}],
-        },
-        "stages": {"stage1_steps": STAGE1, "warmup_steps": 2, "peak_factor": 10.0, "decay_fraction": 0.5},
-        "training": {
-            "output_dir": output_dir,
-            "max_steps": STEPS,
-            "per_device_train_batch_size": BATCH,
-            "learning_rate": 1e-3,
-            "logging_steps": 1,
-            "save_strategy": "no",
-            "use_cpu": True,
-            "disable_tqdm": True,
-            "seed": 3,
-            **training,
-        },
-    }
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -99,7 +54,7 @@ class Recorder(TrainerCallback):
 
 @pytest.fixture(scope="module")
 def two_stage_run(assets, tmp_path_factory):
-    trainer = build_trainer(tiny_config(assets, str(tmp_path_factory.mktemp("run"))))
+    trainer = build_trainer(tiny_training_config(assets, str(tmp_path_factory.mktemp("run"))))
     recorder = Recorder()
     trainer.add_callback(recorder)
     initial = weights(trainer.model)
@@ -191,8 +146,8 @@ def test_stage1_data_is_interleaved_and_stage2_mixes(two_stage_run):
 
 
 def test_resume_equals_straight_training(assets, tmp_path):
-    straight = run_training(tiny_config(assets, str(tmp_path / "straight")))
-    config = tiny_config(assets, str(tmp_path / "halves"), save_strategy="steps", save_steps=STEPS // 2)
+    straight = run_training(tiny_training_config(assets, str(tmp_path / "straight")))
+    config = tiny_training_config(assets, str(tmp_path / "halves"), save_strategy="steps", save_steps=STEPS // 2)
     first_half = copy.deepcopy(config)
     first_half["training"]["max_steps"] = STEPS // 2
     run_training(first_half)  # stops at the stage switch; the schedule depends on the step only, not max_steps
@@ -212,7 +167,7 @@ def test_resume_equals_straight_training(assets, tmp_path):
 
 
 def test_resume_refuses_another_data_geometry(assets, tmp_path):
-    config = tiny_config(assets, str(tmp_path), max_steps=2, save_strategy="steps", save_steps=2)
+    config = tiny_training_config(assets, str(tmp_path), max_steps=2, save_strategy="steps", save_steps=2)
     run_training(config)
     config["training"].update(max_steps=4, per_device_train_batch_size=BATCH + 1)
     config["stages"]["stage1_steps"] = STAGE1
@@ -226,10 +181,10 @@ def _write(config: dict, path) -> str:
 
 
 def test_cli_trains_from_yaml(assets, tmp_path, capsys):
-    config = tiny_config(assets, str(tmp_path / "out"), max_steps=2)
+    config = tiny_training_config(assets, str(tmp_path / "out"), max_steps=2)
     config["stages"] = {"stage1_steps": 1, "warmup_steps": 1}
     assert cli_train([_write(config, tmp_path / "train.yaml")]) == 0
-    assert SmolTolkForCausalLM.from_pretrained(str(tmp_path / "out")).config.num_speech_units == NUM_UNITS
+    assert SmolTolkForCausalLM.from_pretrained(str(tmp_path / "out")).config.num_speech_units == DATA_NUM_UNITS
 
 
 @pytest.mark.parametrize(
@@ -254,7 +209,7 @@ def test_bad_configs_fail_with_a_clear_message(assets, tmp_path, capsys, change,
     datasets.Dataset.from_dict({"tokens": [[1, 2, 3]]}).save_to_disk(str(tmp_path / "no_units"))
     make_text_data(3).select([]).to_parquet(str(tmp_path / "empty.parquet"))
     make_speech_data(4, unaligned=4)[0].save_to_disk(str(tmp_path / "unaligned"))
-    config = tiny_config(assets, str(tmp_path / "out"))
+    config = tiny_training_config(assets, str(tmp_path / "out"))
     change(config, assets, tmp_path)
     capsys.readouterr()
     assert cli_train([_write(config, tmp_path / "train.yaml")]) == 2

@@ -2,11 +2,11 @@
 
 import copy
 import json
-import math
 import warnings
 
 import pytest
 import torch
+from helpers import NUM_UNITS, tiny_vocoder, tiny_vocoder_config
 
 from smoltolk_hf.vocoder import (
     UnitVocoder,
@@ -14,41 +14,6 @@ from smoltolk_hf.vocoder import (
     UnitVocoderOutput,
     convert_fairseq_vocoder,
 )
-
-NUM_UNITS = 20
-
-
-def tiny_config(**overrides) -> UnitVocoderConfig:
-    values = {
-        "num_embeddings": NUM_UNITS,
-        "embedding_dim": 8,
-        "upsample_rates": [2, 3],
-        "upsample_kernel_sizes": [4, 7],
-        "upsample_initial_channel": 16,
-        "resblock_kernel_sizes": [3, 5],
-        "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
-        "duration_predictor_hidden_dim": 8,
-    }
-    values.update(overrides)
-    return UnitVocoderConfig(**values)
-
-
-def tiny_vocoder(seed: int = 0, **overrides) -> UnitVocoder:
-    torch.manual_seed(seed)
-    model = UnitVocoder(tiny_config(**overrides)).eval()
-    with torch.no_grad():
-        # HiFi-GAN's N(0, 0.01) init makes near-silent audio at tiny widths; use unit-variance-preserving weights
-        # so the audio is O(0.1) and the comparisons below are meaningful.
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
-                # Conv1d weights are (out, in, k); ConvTranspose1d weights are (in, out, k).
-                per_output = module.weight[0] if isinstance(module, torch.nn.Conv1d) else module.weight[:, 0]
-                module.weight.normal_(0.0, per_output.numel() ** -0.5)
-        # Spread predicted durations over roughly 1..6 frames.
-        if model.dur_predictor is not None:
-            model.dur_predictor.proj.weight.normal_(0.0, 0.5)
-            model.dur_predictor.proj.bias.fill_(math.log(4.0))
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -333,11 +298,11 @@ def test_bad_inputs_raise_value_error(vocoder, kwargs, message):
 )
 def test_bad_config_raises_value_error(overrides, message):
     with pytest.raises(ValueError, match=message):
-        tiny_config(**overrides)
+        tiny_vocoder_config(**overrides)
 
 
 def test_config_json_round_trip_and_unknown_keys(tmp_path):
-    config = tiny_config()
+    config = tiny_vocoder_config()
     config.save_pretrained(tmp_path)
     assert UnitVocoderConfig.from_json_file(tmp_path / "config.json") == config
     with pytest.raises(ValueError, match="unknown UnitVocoderConfig keys: \\['bogus'\\]"):
