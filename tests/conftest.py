@@ -3,16 +3,13 @@ helpers.py."""
 
 import os
 
-import pytest
-import torch
-from helpers import (
-    NUM_UNITS,
-    TINY_BACKBONE,  # noqa: F401  (tests/test_cache.py imports it from here)
-    tiny_text_model,
-)
-from transformers import LlamaForCausalLM
-
+# Before anything imports transformers / huggingface_hub, which read it once at import time.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from helpers import NUM_UNITS, tiny_text_model  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import torch
 import transformers
 from transformers import DynamicCache, LlamaConfig, StaticCache
 
-from conftest import TINY_BACKBONE
-from helpers import assert_same_logits, mixed_ids, prompts, speech_model
+from helpers import TINY_BACKBONE, assert_same_logits, mixed_ids, prompts, speech_model
 from smoltolk_hf import SmolTolkConfig
 from smoltolk_hf.modeling_smoltolk import trailing_speech_span_start
 
