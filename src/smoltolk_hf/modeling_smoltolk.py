@@ -225,11 +225,12 @@ class SmolTolkInputAdapter(nn.ModuleList):
     """
 
     def __init__(self, config: SmolTolkConfig):
+        super().__init__()
         self.model_config = config
         # A config of its own, so that its attention implementation can differ from the model's.
         self.config = copy.copy(config)
-        first_idx = config.num_hidden_layers
-        super().__init__([LlamaDecoderLayer(self.config, first_idx + i) for i in range(config.num_input_adapter_layers)])
+        first_idx = config.num_hidden_layers  # cache slots after the backbone's
+        self.extend(LlamaDecoderLayer(self.config, first_idx + i) for i in range(config.num_input_adapter_layers))
 
     def _sync_attention_implementation(self) -> None:
         implementation = self.model_config._attn_implementation
