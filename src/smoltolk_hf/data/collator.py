@@ -22,7 +22,8 @@ class SmolTolkDataCollator:
     `attention_mask` marks the real tokens. The batch length is rounded up to `pad_to_multiple_of`.
 
     Raises `ValueError` on ids outside the joint vocabulary, labels outside it (other than -100), or
-    labels whose shape differs from the ids'.
+    labels whose shape differs from the ids', naming the feature's index in the batch and, when the feature
+    carries a `dataset` entry (a name or path), that dataset.
     """
 
     layout: TokenLayout
@@ -42,28 +43,46 @@ class SmolTolkDataCollator:
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ValueError(f"pad_to_multiple_of must be >= 1, got {self.pad_to_multiple_of}.")
 
-    def _validated(self, feature: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        input_ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+    def _validated(self, feature: Mapping[str, Any], index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        where = f"feature {index}" + (f" (dataset {feature['dataset']!r})" if feature.get("dataset") else "")
+        input_ids = self._ids(feature["input_ids"], "input_ids", where)
         if input_ids.ndim != 1 or len(input_ids) == 0:
-            raise ValueError(f"input_ids must be a non-empty 1-D sequence, got shape {tuple(input_ids.shape)}.")
+            raise ValueError(
+                f"{where}: input_ids must be a non-empty 1-D sequence, got shape {tuple(input_ids.shape)}."
+            )
         if input_ids.min() < 0 or input_ids.max() > self.layout.speech_pad_id:
-            raise ValueError(f"input_ids must be joint ids in [0, {self.layout.speech_pad_id}].")
+            bad = input_ids[(input_ids < 0) | (input_ids > self.layout.speech_pad_id)][0].item()
+            raise ValueError(
+                f"{where}: input_ids must be joint ids in [0, {self.layout.speech_pad_id}], got {bad}; "
+                "build samples with the sample builders of this model's config."
+            )
         if "labels" not in feature or feature["labels"] is None:
             return input_ids, labels_from_ids(input_ids, self.layout)
-        labels = torch.as_tensor(feature["labels"], dtype=torch.long)
+        labels = self._ids(feature["labels"], "labels", where)
         if labels.shape != input_ids.shape:
             raise ValueError(
-                f"labels shape {tuple(labels.shape)} differs from input_ids shape {tuple(input_ids.shape)}."
+                f"{where}: labels shape {tuple(labels.shape)} differs from input_ids shape {tuple(input_ids.shape)}."
             )
         targets = labels[labels != IGNORE_INDEX]
         if len(targets) and (targets.min() < 0 or targets.max() > self.layout.speech_pad_id):
-            raise ValueError(f"labels must be -100 or joint ids in [0, {self.layout.speech_pad_id}].")
+            bad = targets[(targets < 0) | (targets > self.layout.speech_pad_id)][0].item()
+            raise ValueError(
+                f"{where}: labels must be -100 or joint ids in [0, {self.layout.speech_pad_id}], got {bad}."
+            )
         return input_ids, labels
+
+    @staticmethod
+    def _ids(values: Any, name: str, where: str) -> torch.Tensor:
+        """`values` as an int64 tensor; floats and booleans are refused, never truncated."""
+        tensor = torch.as_tensor(values)
+        if tensor.numel() and (tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool):
+            raise ValueError(f"{where}: {name} must hold integer ids, got {tensor.dtype} values.")
+        return tensor.to(torch.long)
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if not features:
             raise ValueError("Cannot collate an empty list of features.")
-        pairs = [self._validated(feature) for feature in features]
+        pairs = [self._validated(feature, index) for index, feature in enumerate(features)]
         lengths = [len(input_ids) for input_ids, _ in pairs]
         length = max(lengths)
         if self.pad_to_multiple_of:

@@ -127,6 +127,39 @@ def _join_documents(values: np.ndarray, offsets: np.ndarray, end_id: int, skip: 
     return np.insert(values.astype(np.int64), offsets[1:], end_id)[skip:]
 
 
+def _check_id_column(rows: datasets.Dataset, column: str, limit: int, builder: str) -> None:
+    """Refuses a list column of `rows` (arrow format) whose values are not integers in `[0, limit)`, or whose
+    lists are all empty, naming the first bad row: a unit of `N` or more would silently become the speech end
+    token, pad or a text id, so nothing is clipped or cast."""
+    values = rows[column]
+    value_type = values.type.value_type
+    flat = pc.list_flatten(values)
+    if len(flat) == 0:
+        raise ValueError(
+            f"{builder}: every row of column {column!r} is an empty list ({len(rows)} rows), so every sample would "
+            "hold only end tokens; check that the dataset was tokenized (smoltolk tokenize)."
+        )
+    if not pa.types.is_integer(value_type):
+        first = next(i for i, row in enumerate(values.to_pylist()) if row)
+        raise ValueError(
+            f"{builder}: column {column!r} holds {value_type} values (row {first}: {values[first].as_py()[:8]}); "
+            f"it must hold integer ids in [0, {limit}). Values are never truncated: fix or cast the column."
+        )
+    low, high = pc.min_max(flat).values()
+    if low.as_py() >= 0 and high.as_py() < limit:
+        return
+    column_array = values.combine_chunks()
+    offsets = column_array.offsets.to_numpy()
+    ids = column_array.flatten().to_numpy(zero_copy_only=False)
+    bad = int(np.flatnonzero((ids < 0) | (ids >= limit))[0])
+    row = int(np.searchsorted(offsets - offsets[0], bad, side="right")) - 1
+    raise ValueError(
+        f"{builder}: row {row} of column {column!r} holds {int(ids[bad])}, outside [0, {limit}) "
+        f"(this dataset's values range over [{low.as_py()}, {high.as_py()}]); "
+        "was it tokenized with another codebook or text tokenizer than this model's?"
+    )
+
+
 class PackedSampleBuilder:
     """Packs documents of one dataset into samples of exactly `context_length` ids (see module docstring).
 
@@ -152,6 +185,8 @@ class PackedSampleBuilder:
         self.layout = _plain_layout(layout)
         self.context_length = context_length
         self._rows = dataset.select_columns(list(self.columns)).with_format("arrow")
+        for column, limit in self._id_columns().items():
+            _check_id_column(self._rows, column, limit, type(self).__name__)
         lengths = self._document_lengths(self._rows)
         self._cumulative = np.cumsum(lengths)
         self.size = int(self._cumulative[-1])  # total length units; the default mixture weight
@@ -161,6 +196,10 @@ class PackedSampleBuilder:
         # Ids encoded and rows read so far, with a one-row prior of one id per length unit. Blocks are
         # sized from this rate so that little is encoded and thrown away; they never change a sample.
         self._ids_read, self._rows_read = self.size / len(lengths), 1
+
+    def _id_columns(self) -> dict[str, int]:
+        """The id columns this builder reads, each with the bound its values must stay under."""
+        return {}
 
     def _document_lengths(self, rows: datasets.Dataset) -> np.ndarray:
         """Length of each document in the units `start` positions are drawn in; 0 marks a skipped row."""
@@ -204,6 +243,9 @@ class SpeechSampleBuilder(PackedSampleBuilder):
         self.prefix = (layout.speech_marker_id,)
         super().__init__(dataset, layout, context_length)
 
+    def _id_columns(self) -> dict[str, int]:
+        return {"units": self.layout.num_speech_units}
+
     def _document_lengths(self, rows: datasets.Dataset) -> np.ndarray:
         return pc.list_value_length(rows["units"]).to_numpy(zero_copy_only=False) + 1  # + end token
 
@@ -238,6 +280,9 @@ class TextSampleBuilder(PackedSampleBuilder):
         if self.eos_id is None or not 0 <= self.eos_id < layout.vocab_size:
             raise ValueError(f"TextSampleBuilder needs a text EOS id in [0, {layout.vocab_size}), got {self.eos_id}.")
         super().__init__(dataset, layout, context_length)
+
+    def _id_columns(self) -> dict[str, int]:
+        return {"input_ids": self.layout.vocab_size} if self.columns == ("input_ids",) else {}
 
     def _document_lengths(self, rows: datasets.Dataset) -> np.ndarray:
         if self.columns == ("input_ids",):
@@ -291,6 +336,9 @@ class InterleavedSampleBuilder(PackedSampleBuilder):
             raise ValueError("InterleavedSampleBuilder needs a tokenizer with an EOS token.")
         self.tokenizer, self.text_words, self.speech_words = tokenizer, text_words, speech_words
         super().__init__(dataset, layout, context_length)
+
+    def _id_columns(self) -> dict[str, int]:
+        return {"units": self.layout.num_speech_units}
 
     def _document_lengths(self, rows: datasets.Dataset) -> np.ndarray:
         num_words = pc.list_value_length(rows["words"]).to_numpy(zero_copy_only=False)
