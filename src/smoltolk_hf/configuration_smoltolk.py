@@ -17,6 +17,8 @@ Joint id layout (one `input_ids` space for text and speech), with `V = vocab_siz
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
@@ -67,6 +69,26 @@ def shared_fields(source: PreTrainedConfig, target: type[PreTrainedConfig]) -> d
         for key, value in source.to_dict().items()
         if key in target.__dataclass_fields__ and key not in _IDENTITY_FIELDS
     }
+
+
+# Keys transformers itself writes into config.json that are not dataclass fields of the config.
+_SAVED_EXTRA_KEYS = ("auto_map",)
+# The speech fields' types, checked in `SmolTolkConfig.__post_init__` (a bool is not accepted as an int).
+_SPEECH_FIELD_TYPES: dict[str, type] = {
+    "num_speech_units": int,
+    "num_input_adapter_layers": int,
+    "num_output_adapter_layers": int,
+    "use_layer_pooling": bool,
+    "use_dynamic_pooling": bool,
+    "use_speech_residual": bool,
+    "entropy_beta": float,
+}
+
+
+def closest_name_hint(name: str, valid: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the valid name closest to a misspelt `name` (difflib), or `""` if none is close."""
+    matches = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""
 
 
 class JointIdLayout:
@@ -135,6 +157,10 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
         entropy_beta (`float`, defaults to 0.0):
             Weight of the selector entropy bonus (paper Eq. 6): `loss -= entropy_beta * mean_entropy(omega)`.
 
+    The config is strict: an unknown field (a keyword argument, a key of config.json or of the training YAML's model
+    overrides) raises a `ValueError` that suggests the closest field, and the speech fields above are type-checked
+    (`"false"` is not a bool, `"20"` not an int). Keys transformers writes itself (`auto_map`, ...) load as usual.
+
     The joint id layout is exposed through read-only properties: `text_marker_id`, `speech_marker_id`,
     `speech_token_offset`, `speech_eos_id`, `speech_pad_id`, `joint_vocab_size`.
     """
@@ -150,7 +176,39 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
     entropy_beta: float = 0.0
 
     def __post_init__(self, **kwargs):
+        fields = type(self).__dataclass_fields__
+        valid = sorted(name for name in fields if not name.startswith("_"))
+        for key in kwargs:
+            attribute = getattr(type(self), key, None)
+            if isinstance(attribute, property) and attribute.fset is None:
+                raise ValueError(
+                    f"SmolTolkConfig got {key}={kwargs[key]!r}, but {key} is computed from vocab_size and "
+                    "num_speech_units; it cannot be set."
+                )
         super().__post_init__(**kwargs)
+        # What transformers does not consume (legacy keys, generation defaults, attn_implementation, ...) it sets
+        # as a plain attribute: for a SmolTolk config that is a misspelt field, so it is refused.
+        unknown = [
+            key
+            for key in kwargs
+            if key not in fields and key in vars(self) and key not in _SAVED_EXTRA_KEYS and not key.startswith("_")
+        ]
+        if unknown:
+            raise ValueError(
+                "SmolTolkConfig got unknown field(s): "
+                + ", ".join(f"{key!r}{closest_name_hint(key, valid)}" for key in unknown)
+                + ". Fix the name (in the keyword arguments, the training YAML's model overrides or config.json)."
+            )
+        for name, expected in _SPEECH_FIELD_TYPES.items():
+            value = getattr(self, name)
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                setattr(self, name, float(value))  # an integer weight (`entropy_beta: 0`) is exactly that float
+            elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ValueError(
+                    f"SmolTolkConfig.{name} must be {'an' if expected is int else 'a'} "
+                    f"{expected.__name__}, got {value!r} ({type(value).__name__})"
+                    + (". In YAML or JSON write true/false without quotes." if expected is bool else ".")
+                )
         if self.num_speech_units < 1:
             raise ValueError(f"num_speech_units must be >= 1, got {self.num_speech_units}.")
         for name in ("num_input_adapter_layers", "num_output_adapter_layers"):
@@ -162,9 +220,7 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
                 "For the 'no layer pooling' ablation set use_dynamic_pooling=False as well."
             )
         if self.entropy_beta < 0:
-            raise ValueError(
-                f"entropy_beta must be >= 0 (it weights an entropy bonus), got {self.entropy_beta}."
-            )
+            raise ValueError(f"entropy_beta must be >= 0 (it weights an entropy bonus), got {self.entropy_beta}.")
         if self.entropy_beta > 0 and not self.use_dynamic_pooling:
             raise ValueError(
                 "entropy_beta > 0 regularises the dynamic layer selector, which is off (use_dynamic_pooling=False). "
