@@ -76,6 +76,18 @@ def with_config_edit(folder: str, target: str, **edits) -> str:
 LOAD_CASES = [
     ("unknown key in config.json", {"config": {"num_speech_unit": 5}}, ["'num_speech_unit'", "config.json"]),
     ("quoted bool in config.json", {"config": {"use_speech_residual": "true"}}, ["use_speech_residual", "'true'"]),
+    (
+        "override drops the output adapter",
+        {"kwargs": {"num_output_adapter_layers": 0}},
+        ["no place for", "model.output_adapter.0", "same configuration"],
+    ),
+    (
+        "override shortens the input adapter",
+        {"kwargs": {"num_input_adapter_layers": 1}},
+        ["no place for", "input_adapter.1"],
+    ),
+    ("override drops dynamic pooling", {"kwargs": {"use_dynamic_pooling": False}}, ["no place for", "selector"]),
+    ("override adds an adapter layer", {"kwargs": {"num_output_adapter_layers": 3}}, ["lacks", "output_adapter.2"]),
 ]
 
 

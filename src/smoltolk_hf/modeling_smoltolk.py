@@ -147,19 +147,27 @@ class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
     def from_pretrained(cls, *args: Any, **kwargs: Any):
         """
         Same as [`PreTrainedModel.from_pretrained`], but a checkpoint that lacks any weight of the model (adapters,
-        pooling, speech table, ...) raises instead of leaving those weights randomly initialised.
+        pooling, speech table, ...) raises instead of leaving those weights randomly initialised, and one that holds
+        weights the model has no place for (a config override that switches off an adapter or the dynamic pooling
+        the folder was trained with) raises instead of dropping them.
         """
         wants_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        missing = sorted(info.get("missing_keys", []))
-        if missing:
-            shown = ", ".join(missing[:12]) + (" ..." if len(missing) > 12 else "")
-            raise ValueError(
-                f"The checkpoint lacks {len(missing)} weight(s) of {cls.__name__}: {shown}. They would be randomly "
-                "initialised. Check that the folder was saved from a model with the same configuration "
-                "(adapter depths, pooling switches); to build a new SmolTolk from a text LM use "
-                "`SmolTolkForCausalLM.from_text_model`."
-            )
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        for kind, consequence in (
+            ("missing_keys", "lacks {count} weight(s) of {name}: {keys}. They would be randomly initialised."),
+            ("unexpected_keys", "holds {count} weight(s) that {name} has no place for: {keys}. They would be dropped."),
+        ):
+            keys = sorted(info.get(kind, []))
+            if keys:
+                shown = ", ".join(keys[:12]) + (" ..." if len(keys) > 12 else "")
+                raise ValueError(
+                    f"The checkpoint {source!s} "
+                    + consequence.format(count=len(keys), name=cls.__name__, keys=shown)
+                    + " Check that the folder was saved from a model with the same configuration (adapter depths, "
+                    "pooling switches) and load it without overriding them; to build a new SmolTolk from a text LM "
+                    "use `SmolTolkForCausalLM.from_text_model`."
+                )
         return (model, info) if wants_info else model
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> None:
