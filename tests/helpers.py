@@ -10,10 +10,13 @@ import os
 import datasets
 import numpy as np
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments
 
 from smoltolk_hf import MfccFrontEnd, SmolTolkConfig, SmolTolkForCausalLM, SmolTolkProcessor, SpeechTokenizer
+from smoltolk_hf.data.collator import SmolTolkDataCollator
 from smoltolk_hf.testing_utils import byte_level_tokenizer
+from smoltolk_hf.training import TwoStageSchedule
+from smoltolk_hf.training.trainer import SmolTolkTrainer
 from smoltolk_hf.vocoder import UnitVocoder, UnitVocoderConfig
 
 # ----- tiny models --------------------------------------------------------------------------------------------
@@ -287,3 +290,60 @@ def tiny_training_config(assets: dict[str, str], output_dir: str, **training) ->
             **training,
         },
     }
+
+
+# ----- loss normalisation: one SGD step over a fixed, padded global batch -------------------------------------
+
+GLOBAL_BATCH = 4
+SGD_RATE = 0.1
+
+
+def entropy_model(seed: int = 0) -> SmolTolkForCausalLM:
+    """A tiny SmolTolk whose loss has a strong selector-entropy term (`entropy_beta=0.5`)."""
+    torch.manual_seed(seed)
+    return SmolTolkForCausalLM.from_text_model(
+        tiny_text_model(seed), num_speech_units=NUM_UNITS, entropy_beta=0.5, attn_implementation="eager"
+    )
+
+
+def padded_examples(cfg, lengths=(7, 10, 14, 21), seed: int = 0) -> list[dict[str, list[int]]]:
+    """`GLOBAL_BATCH` mixed text/speech samples of different lengths, so that every batch of them is padded."""
+    rows = mixed_ids(cfg, seed=seed, batch=len(lengths))
+    return [{"input_ids": row[:length].tolist()} for row, length in zip(rows, lengths)]
+
+
+def one_sgd_step(model, examples, output_dir: str, per_device: int, accumulation: int = 1):
+    """One SGD step (`SGD_RATE`, no clipping, no decay) of a `SmolTolkTrainer` over `examples`."""
+    args = TrainingArguments(
+        output_dir=output_dir,
+        max_steps=1,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        optim="sgd",
+        learning_rate=SGD_RATE,
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = SmolTolkTrainer(
+        model=model,
+        args=args,
+        train_dataset=examples,
+        data_collator=SmolTolkDataCollator(model.config),
+        schedule=TwoStageSchedule(stage1_steps=0, warmup_steps=0),
+    )
+    trainer.train()
+    return trainer
+
+
+def reference_sgd_step(model, examples) -> dict[str, torch.Tensor]:
+    """Weights after one SGD step (`SGD_RATE`) on the plain loss of the model on the whole batch."""
+    model.train()
+    model.zero_grad()
+    model(**SmolTolkDataCollator(model.config)(examples)).loss.backward()
+    return {name: (p - SGD_RATE * p.grad).detach() for name, p in model.named_parameters()}

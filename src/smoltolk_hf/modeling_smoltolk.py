@@ -63,6 +63,33 @@ def _one_cache(cache: Cache | None, past_key_values: Cache | None) -> Cache | No
     return cache if cache is not None else past_key_values
 
 
+def scored_targets(labels: torch.Tensor, config: SmolTolkConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean masks `(batch, seq_len - 1)` of the next-token targets scored by the text head and by the speech
+    head (the target of position `i` is `labels[:, i + 1]`; markers, speech pad and -100 are never scored)."""
+    targets = labels[:, 1:]
+    is_text = (targets >= 0) & (targets < config.vocab_size)
+    is_speech = (targets >= config.speech_token_offset) & (targets < config.speech_pad_id)
+    return is_text, is_speech
+
+
+def selector_positions(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Boolean mask `(batch, seq_len)` (the first two dimensions of `like`, on its device) of the positions whose
+    selector entropy enters the loss: the non-padding ones of a 2D `attention_mask`, every position otherwise."""
+    if attention_mask is not None and attention_mask.ndim == 2:
+        return attention_mask.to(like.device).bool()
+    return torch.ones(like.shape[:2], dtype=torch.bool, device=like.device)
+
+
+def loss_normalizers(
+    config: SmolTolkConfig, labels: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`[scored targets, selector positions]` of a batch: the two counts the loss divides by (`num_items_in_batch`
+    and `num_positions_in_batch` of [`SmolTolkForCausalLM.forward`] are their sums over a global batch)."""
+    is_text, is_speech = scored_targets(labels, config)
+    positions = selector_positions(attention_mask, labels)
+    return torch.stack([(is_text | is_speech).sum(), positions.sum()])
+
+
 @dataclass
 class SmolTolkModelOutputWithPast(BaseModelOutputWithPast):
     r"""
@@ -82,7 +109,9 @@ class SmolTolkModelOutputWithPast(BaseModelOutputWithPast):
 class SmolTolkCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
-        `(text CE sum + speech CE sum) / scored targets - entropy_beta * layer_weights_entropy`.
+        `(text CE sum + speech CE sum) / scored targets - entropy_beta * (selector entropy sum) / positions`: each
+        sum over the batch, each count the batch's own (`num_items_in_batch`, `num_positions_in_batch` when given:
+        the counts of a whole global batch, so that the loss parts of its micro-batches add up to its loss).
     logits (`torch.FloatTensor` of shape `(batch_size, kept_positions, joint_vocab_size)`, *optional*):
         Joint-vocabulary logits; ids of the modality that cannot come next (and markers, speech pad) are `-inf`.
         Not computed when `labels` is given (training never materialises joint logits).
@@ -512,13 +541,14 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         omega: torch.Tensor | None,
         attention_mask: torch.Tensor | None,
         num_items_in_batch: torch.Tensor | int | None,
+        num_positions_in_batch: torch.Tensor | int | None,
     ) -> dict[str, torch.Tensor]:
-        """Per-modality cross-entropy on next-token targets, each head only where its targets are."""
+        """Per-modality cross-entropy on next-token targets, each head only where its targets are, minus the
+        weighted selector entropy; sums over this batch divided by the global counts when given (see `loss`)."""
         cfg = self.config
         targets = labels[:, 1:]  # target of position i is labels[i + 1]
         text_state, speech_state = text_state[:, :-1], speech_state[:, :-1]
-        is_text_target = (targets >= 0) & (targets < cfg.vocab_size)
-        is_speech_target = (targets >= cfg.speech_token_offset) & (targets < cfg.speech_pad_id)
+        is_text_target, is_speech_target = scored_targets(labels, cfg)
 
         text_logits = self.lm_head(text_state[is_text_target]).float()  # (n_text, V)
         text_sum = F.cross_entropy(text_logits, targets[is_text_target], reduction="sum")
@@ -537,13 +567,11 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         )
         if omega is not None:
             entropy = -(omega * omega.clamp(min=1e-12).log()).sum(-1)  # (batch, seq)
-            if attention_mask is not None and attention_mask.ndim == 2:
-                keep = attention_mask.bool()
-                entropy = entropy[keep].sum() / keep.sum().clamp(min=1)
-            else:
-                entropy = entropy.mean()
-            loss = loss - cfg.entropy_beta * entropy
-            out["layer_weights_entropy"] = entropy.detach()
+            keep = selector_positions(attention_mask, entropy)
+            entropy_sum, n_positions = entropy[keep].sum(), keep.sum().clamp(min=1)
+            positions = num_positions_in_batch if num_positions_in_batch is not None else n_positions
+            loss = loss - cfg.entropy_beta * entropy_sum / positions
+            out["layer_weights_entropy"] = entropy_sum.detach() / n_positions
         out["loss"] = loss
         return out
 
@@ -560,6 +588,7 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         speech_span_start: torch.LongTensor | None = None,
         output_layer_weights: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
+        num_positions_in_batch: torch.Tensor | int | None = None,
         past_key_values: Cache | None = None,
         **kwargs: Any,
     ) -> SmolTolkCausalLMOutputWithPast:
@@ -576,7 +605,12 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         output_layer_weights (`bool`, *optional*, defaults to `False`):
             Return the dynamic layer weights `omega` (e.g. for word segmentation).
         num_items_in_batch (`int`, *optional*):
-            Total scored targets across gradient-accumulation steps (passed by the `Trainer`); normalises the loss.
+            Scored targets of the whole global batch (all gradient-accumulation steps and processes; passed by the
+            `Trainer`): divides the cross-entropy sum. Default: this batch's count.
+        num_positions_in_batch (`int`, *optional*):
+            Selector positions (non-padding) of the whole global batch (passed by `SmolTolkTrainer`): divides the
+            selector entropy sum. Default: this batch's count. With both, the losses of the micro-batches of a
+            global batch add up to that batch's loss however it is split.
         """
         if labels is not None and (input_ids is None or labels.shape != input_ids.shape):
             raise ValueError(
@@ -600,7 +634,13 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         logits, loss_terms = None, {}
         if labels is not None:
             loss_terms = self._loss(
-                text_state, speech_state, labels, outputs.layer_weights, attention_mask, num_items_in_batch
+                text_state,
+                speech_state,
+                labels,
+                outputs.layer_weights,
+                attention_mask,
+                num_items_in_batch,
+                num_positions_in_batch,
             )
         else:
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep

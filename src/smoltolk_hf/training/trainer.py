@@ -8,6 +8,7 @@ What it adds to `Trainer`, and why each needs a subclass rather than a callback:
   clipping (which no callback can reach): the clipping norm then covers the trained parameters only and AdamW
   skips the frozen ones entirely, as `requires_grad=False` would, without changing the parameter set that DDP
   or FSDP registered;
+- `get_batch_samples`: the loss normalisation (below);
 - `compute_loss` / `log`: the text loss, speech loss and selector entropy the model returns are accumulated
   over micro-batches and processes and logged next to `loss`, with the tokens seen per modality;
 - `get_train_dataloader`: see "Data across processes" below.
@@ -19,10 +20,20 @@ mixture with `rank=0, world_size=1`) or wrap the dataset in an `IterableDatasetS
 build all samples and keep a slice. With `dispatch_batches=False` and a rank-aware mixture, the shard wrapper is
 turned into a pass-through, exactly as the Trainer itself does for rank-aware batch samplers. `mixture_stream`
 says which rank/world size to build the mixture with for given `TrainingArguments`.
+
+Loss normalisation. The loss of one optimizer step is the model's loss on the whole global batch (every
+micro-batch of every process): cross-entropy summed over its scored targets divided by their number, minus
+`entropy_beta` x the selector entropy summed over its non-padding positions divided by their number. So one step is
+the same for one batch of B, k accumulated micro-batches of B/k and P processes of B/P. `get_batch_samples` counts
+both (`loss_normalizers`, the model's own rule) over the micro-batches of the step, summed over processes under
+`average_tokens_across_devices` (the default), and passes them to the model as `num_items_in_batch` and
+`num_positions_in_batch`; each micro-batch's loss is then its share of the global loss. The Trainer does not divide
+such a loss by the accumulation steps and multiplies it by the processes, which DDP's gradient average undoes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,11 +43,12 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..data.mixture import SmolTolkMixture
+from ..modeling_smoltolk import loss_normalizers
 from .callback import TwoStageCallback
 from .optim import FROZEN_IN_STAGE1, ROLES, TwoStageSchedule, parameter_groups, two_stage_scheduler
 
 # Per-micro-batch sums accumulated between logs: text CE sum, text targets, speech CE sum, speech targets,
-# selector entropy sum, micro-batches with an entropy.
+# selector entropy sum, selector positions.
 _PARTS = ("text_sum", "text_n", "speech_sum", "speech_n", "entropy_sum", "entropy_n")
 
 
@@ -106,6 +118,23 @@ class SmolTolkTrainer(Trainer):
         return loss
 
     # ----- data ------------------------------------------------------------------------------------------------
+    def get_batch_samples(
+        self, epoch_iterator: Iterator, num_batches: int, device: torch.device
+    ) -> tuple[list[dict[str, Any]], torch.Tensor | int | None]:
+        """The micro-batches of one optimizer step, with the global loss counts (module docstring): returns the
+        global number of scored targets as `num_items_in_batch` and adds the global number of selector positions
+        to every micro-batch as `num_positions_in_batch`."""
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if num_items_in_batch is None:  # the Trainer averages per micro-batch: so does the model's default
+            return batch_samples, num_items_in_batch
+        config = self.model.config
+        counts = sum(loss_normalizers(config, b["labels"], b.get("attention_mask")) for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        for batch in batch_samples:
+            batch["num_positions_in_batch"] = counts[1]
+        return batch_samples, counts[0]
+
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
         dataloader = super().get_train_dataloader()
         shard = getattr(dataloader, "dataset", None)
@@ -134,13 +163,16 @@ class SmolTolkTrainer(Trainer):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and outputs.get("text_loss") is not None:
             entropy = outputs.get("layer_weights_entropy")
+            positions = 0
+            if entropy is not None:
+                positions = loss_normalizers(self.model.config, inputs["labels"], inputs.get("attention_mask"))[1]
             parts = (
                 outputs["text_loss"] * outputs["num_text_targets"],
                 outputs["num_text_targets"],
                 outputs["speech_loss"] * outputs["num_speech_targets"],
                 outputs["num_speech_targets"],
-                0.0 if entropy is None else entropy,
-                0.0 if entropy is None else 1.0,
+                0.0 if entropy is None else entropy * positions,
+                positions,
             )
             self._parts += torch.stack(
                 [torch.as_tensor(p, dtype=torch.float64, device=self._parts.device) for p in parts]
