@@ -132,12 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a user's input causes (a bad value, a missing or existing path): one `error: ...` line and exit status 2,
+# as argparse does for bad arguments, never a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in PASS_THROUGH:
-        return PASS_THROUGH[argv[0]][0](argv[1:])
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        if argv and argv[0] in PASS_THROUGH:
+            return PASS_THROUGH[argv[0]][0](argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

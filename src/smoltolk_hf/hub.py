@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -274,8 +275,13 @@ def export_for_hub(
     datasets: Sequence[str] | None = None,
     results: ResultsInput | None = None,
     license: str = "apache-2.0",
+    overwrite: bool = False,
 ) -> Path:
     """Writes the Hub-ready folder: weights, config, model code, processor and its code, and `README.md`.
+
+    The folder is written under a temporary name next to `out_dir` and renamed into place once complete, so it
+    holds exactly this export: nothing of what was there before (an older `speech_tokenizer/`, a README) is kept
+    or reloaded with it.
 
     Args:
         model: the SmolTolk model.
@@ -287,11 +293,25 @@ def export_for_hub(
         datasets: Hub ids of the training datasets.
         results: evaluation results, see `load_results`.
         license: the card's license.
+        overwrite: replace the contents of a non-empty `out_dir`; without it such a folder is refused.
 
     Returns:
         The folder.
+
+    Raises:
+        FileExistsError: `out_dir` is a file, or a non-empty folder and `overwrite` is not set.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"Cannot export to {str(out_dir)!r}: it is a file. Choose a folder path.")
+    existing = sorted(path.name for path in out_dir.iterdir()) if out_dir.is_dir() else []
+    if existing and not overwrite:
+        shown = ", ".join(existing[:6]) + (" ..." if len(existing) > 6 else "")
+        raise FileExistsError(
+            f"Cannot export to {str(out_dir)!r}: the folder is not empty ({shown}) and the export would replace it. "
+            "Choose a new or empty folder, or pass overwrite=True (`smoltolk export ... --overwrite`) to replace "
+            "its contents."
+        )
     if model_name is None:
         model_name = (repo_id or str(out_dir.resolve())).rstrip("/").split("/")[-1]
     if processor is not None:
@@ -300,11 +320,25 @@ def export_for_hub(
         model, model_name, repo_id, base_model, datasets, results, license,
         has_speech_tokenizer=processor is not None and processor.speech_tokenizer is not None,
     )  # fmt: skip
-    model.save_pretrained(out_dir)
-    if processor is not None:
-        type(processor).register_for_auto_class()  # ship the processor code with an AutoProcessor auto_map
-        processor.save_pretrained(out_dir)
-    card.save(out_dir / "README.md")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.export-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # a leftover of an export of this process id that was killed
+    try:
+        model.save_pretrained(staging)
+        if processor is not None:
+            type(processor).register_for_auto_class()  # ship the processor code with an AutoProcessor auto_map
+            processor.save_pretrained(staging)
+        card.save(staging / "README.md")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out_dir.exists():  # empty, or replaced with `overwrite`
+        replaced = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
+        out_dir.rename(replaced)
+        staging.rename(out_dir)
+        shutil.rmtree(replaced)
+    else:
+        staging.rename(out_dir)
     return out_dir
 
 
@@ -353,6 +387,7 @@ def cli_export(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-model", default=None, help="Hub id of the text LM it was built from")
     parser.add_argument("--dataset", action="append", default=None, help="Hub id of a training dataset (repeat)")
     parser.add_argument("--license", default="apache-2.0")
+    parser.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty OUT_DIR")
     args = parser.parse_args(argv)
 
     model = SmolTolkForCausalLM.from_pretrained(args.model_dir)
@@ -365,7 +400,7 @@ def cli_export(argv: Sequence[str] | None = None) -> int:
     out = export_for_hub(
         model, args.out_dir, processor,
         model_name=args.model_name, repo_id=args.repo_id, base_model=args.base_model, datasets=args.dataset,
-        results=args.results, license=args.license,
+        results=args.results, license=args.license, overwrite=args.overwrite,
     )  # fmt: skip
     print(out)
     return 0

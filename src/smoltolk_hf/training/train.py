@@ -35,6 +35,7 @@ import datasets
 import torch
 import yaml
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase, TrainingArguments, set_seed
+from transformers.utils import logging
 
 from ..configuration_smoltolk import SmolTolkConfig
 from ..data.collator import SmolTolkDataCollator
@@ -42,8 +43,11 @@ from ..data.mixture import SmolTolkMixture
 from ..data.samples import InterleavedSampleBuilder, PackedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
 from ..modeling_smoltolk import SmolTolkForCausalLM
 from .callback import total_train_batch_size
+from .checkpoints import check_output_dir, remove_checkpoints
 from .optim import TwoStageSchedule
 from .trainer import SmolTolkTrainer, dispatches_batches, mixture_stream
+
+logger = logging.get_logger(__name__)
 
 SECTIONS = ("model", "data", "stages", "training")
 # Paper section 4.1 and appendix A; `training` entries override them. bf16 "auto": where the hardware has it.
@@ -248,10 +252,20 @@ def build_trainer(config: str | os.PathLike | dict[str, Any]) -> SmolTolkTrainer
     )
 
 
-def run_training(config: str | os.PathLike | dict[str, Any], resume: str | bool = False) -> SmolTolkTrainer:
-    """Trains as configured (resuming from `resume`: a checkpoint folder, or True for the last one in
-    `output_dir`) and saves the final model and tokenizer to `output_dir`."""
+def run_training(
+    config: str | os.PathLike | dict[str, Any], resume: str | bool = False, overwrite: bool = False
+) -> SmolTolkTrainer:
+    """Trains as configured (resuming from `resume`: a checkpoint folder, or True for the newest complete one in
+    `output_dir`) and saves the final model and tokenizer to `output_dir`.
+
+    A new run (no `resume`) refuses an `output_dir` that holds another run's model or checkpoints unless
+    `overwrite`, which deletes that run's checkpoints before training (see `checkpoints.check_output_dir`).
+    """
     trainer = build_trainer(config)
+    check_output_dir(trainer.args.output_dir, resume, overwrite)
+    if overwrite and trainer.is_world_process_zero():
+        for folder in remove_checkpoints(trainer.args.output_dir):
+            logger.warning(f"--overwrite: deleted {folder} of the replaced run.")
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.save_model()
     return trainer
@@ -267,12 +281,17 @@ def cli_train(argv: list[str] | None = None) -> int:
         const=True,
         default=False,
         metavar="CHECKPOINT",
-        help="resume from CHECKPOINT, or from the last checkpoint in training.output_dir",
+        help="resume from CHECKPOINT, or from the newest complete checkpoint in training.output_dir",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an output_dir that holds another run (its checkpoints are deleted first)",
     )
     args = parser.parse_args(argv)
     try:
-        run_training(args.config, resume=args.resume)
-    except (ValueError, TypeError, FileNotFoundError) as error:
+        run_training(args.config, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -1,0 +1,61 @@
+"""Where a training run's outputs are, and what a new run may replace."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+_CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+# Files a finished run leaves in its output folder (the final model and the Trainer's state).
+_FINAL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "trainer_state.json")
+
+
+def checkpoint_folders(output_dir: str | os.PathLike) -> list[str]:
+    """The `checkpoint-N` folders of `output_dir`, newest (largest N) first."""
+    if not os.path.isdir(output_dir):
+        return []
+    steps = [
+        (int(match.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (match := _CHECKPOINT.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+    ]
+    return [os.path.join(output_dir, name) for _, name in sorted(steps, reverse=True)]
+
+
+def previous_run(output_dir: str | os.PathLike) -> list[str]:
+    """What a training run left in `output_dir` (final model files and checkpoint folders); empty if nothing."""
+    if not os.path.isdir(output_dir):
+        return []
+    final = [name for name in _FINAL_FILES if os.path.isfile(os.path.join(output_dir, name))]
+    return final + [os.path.basename(folder) for folder in checkpoint_folders(output_dir)]
+
+
+def check_output_dir(output_dir: str | os.PathLike, resume: str | bool, overwrite: bool) -> None:
+    """Refuses to start a new run (no `resume`) in the folder of another run unless `overwrite` is set.
+
+    Raises:
+        FileExistsError: `output_dir` holds a run's model or checkpoints, and neither `resume` nor `overwrite`.
+        ValueError: both `resume` and `overwrite`.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in output_dir and --overwrite replaces it: pass one of them.")
+    found = previous_run(output_dir)
+    if found and not resume and not overwrite:
+        shown = ", ".join(found[:6]) + (" ..." if len(found) > 6 else "")
+        raise FileExistsError(
+            f"training.output_dir {os.fspath(output_dir)!r} already holds a training run ({shown}); a new run there "
+            "would replace its model and, with save_total_limit, delete its checkpoints. Continue it with --resume, "
+            "choose another output_dir (--training.output_dir DIR), or pass --overwrite to replace it."
+        )
+
+
+def remove_checkpoints(output_dir: str | os.PathLike) -> list[str]:
+    """Deletes the `checkpoint-N` folders of `output_dir` (a run started with `--overwrite`), so that a later
+    `--resume` cannot pick up the replaced run's checkpoints; returns what it deleted."""
+    folders = checkpoint_folders(output_dir)
+    for folder in folders:
+        shutil.rmtree(folder)
+    return folders

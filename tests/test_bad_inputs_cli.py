@@ -1,0 +1,130 @@
+"""Bad inputs to the `smoltolk` commands and the error each must give: one `error: ...` line on stderr, exit status
+2, no traceback, and nothing of the user's overwritten or deleted without an explicit flag.
+
+Each row of a table is (case id, arguments, fragments the message must contain); add rows as new bad inputs are
+found.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+from helpers import DATA_NUM_UNITS, tiny_model_and_processor, tiny_training_config, write_assets
+
+from smoltolk_hf.cli import main
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit status and stderr of `smoltolk ARGV`."""
+    capsys.readouterr()
+    status = main(argv)
+    return status, capsys.readouterr().err
+
+
+def assert_user_error(status: int, err: str, fragments: list[str]) -> None:
+    assert status == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[-1]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, str]:
+    return write_assets(str(tmp_path_factory.mktemp("assets")))
+
+
+def write_config(config: dict, path) -> str:
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(assets, tmp_path_factory) -> tuple[str, str]:
+    """A finished tiny run (2 steps, a checkpoint at step 1) and its YAML."""
+    root = tmp_path_factory.mktemp("finished")
+    config = tiny_training_config(assets, str(root / "run"), max_steps=2, save_strategy="steps", save_steps=1)
+    config["stages"] = {"stage1_steps": 1, "warmup_steps": 1}
+    path = write_config(config, root / "train.yaml")
+    assert main(["train", path]) == 0
+    return str(root / "run"), path
+
+
+def snapshot(folder: str) -> dict[str, float]:
+    """Every file under `folder` with its modification time."""
+    return {
+        os.path.join(root, name): os.path.getmtime(os.path.join(root, name))
+        for root, _, names in os.walk(folder)
+        for name in names
+    }
+
+
+def test_train_refuses_the_folder_of_a_finished_run(finished_run, capsys):
+    run_dir, config = finished_run
+    before = snapshot(run_dir)
+    status, err = run_cli(["train", config], capsys)
+    assert_user_error(status, err, [run_dir, "already holds a training run", "checkpoint-1", "--resume", "--overwrite"])
+    assert snapshot(run_dir) == before
+
+
+def test_train_refuses_resume_with_overwrite(finished_run, capsys):
+    status, err = run_cli(["train", finished_run[1], "--resume", "--overwrite"], capsys)
+    assert_user_error(status, err, ["--resume", "--overwrite", "one of them"])
+
+
+def test_train_overwrite_replaces_the_run_and_its_checkpoints(assets, tmp_path, capsys):
+    config = tiny_training_config(assets, str(tmp_path / "run"), max_steps=1)
+    config["stages"] = {"stage1_steps": 1, "warmup_steps": 1}
+    path = write_config(config, tmp_path / "train.yaml")
+    os.makedirs(tmp_path / "run" / "checkpoint-7")  # an older run's checkpoint, which --resume would pick up
+    (tmp_path / "run" / "config.json").write_text("{}")
+    assert main(["train", path]) == 2
+    assert main(["train", path, "--overwrite"]) == 0
+    assert not (tmp_path / "run" / "checkpoint-7").exists()
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    folder = str(tmp_path_factory.mktemp("model"))
+    model, processor = tiny_model_and_processor()
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def test_export_refuses_a_non_empty_folder(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    status, err = run_cli(["export", model_dir, str(out)], capsys)
+    assert_user_error(status, err, [str(out), "not empty", "README.md", "--overwrite"])
+    assert (out / "README.md").read_text() == "my notes"
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # no staging folder left behind
+
+
+def test_export_overwrite_keeps_nothing_of_the_old_folder(model_dir, tmp_path):
+    """An older speech_tokenizer/ left in the folder must not be reloaded with the new model."""
+    out = tmp_path / "out"
+    (out / "speech_tokenizer").mkdir(parents=True)
+    (out / "speech_tokenizer" / "stale.json").write_text("{}")
+    (out / "notes.txt").write_text("old")
+    assert main(["export", model_dir, str(out), "--overwrite"]) == 0
+    assert not (out / "notes.txt").exists()
+    assert not (out / "speech_tokenizer" / "stale.json").exists()
+    assert (out / "config.json").is_file() and (out / "README.md").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_export_into_a_new_folder(model_dir, tmp_path):
+    assert main(["export", model_dir, str(tmp_path / "new" / "out")]) == 0
+    assert (tmp_path / "new" / "out" / "model.safetensors").is_file()
+
+
+def test_tiny_run_has_the_configured_units(finished_run):
+    from smoltolk_hf import SmolTolkForCausalLM
+
+    assert SmolTolkForCausalLM.from_pretrained(finished_run[0]).config.num_speech_units == DATA_NUM_UNITS
