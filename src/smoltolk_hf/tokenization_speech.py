@@ -334,6 +334,13 @@ class SpeechTokenizer:
                 f"k-means centroids have dimension {centroids.shape[1]} but the {frontend.kind} front end "
                 f"gives {frontend.feature_dim}-dimensional features (wrong layer or model?)"
             )
+        bad_rows = torch.nonzero(~torch.isfinite(centroids).all(dim=1)).flatten().tolist()
+        if bad_rows:
+            raise ValueError(
+                f"k-means centroids hold NaN or infinite values in {len(bad_rows)} of {len(centroids)} units "
+                f"(units {bad_rows[:8]}{' ...' if len(bad_rows) > 8 else ''}); every frame would map to one unit. "
+                "The codebook is corrupt: fit it again (smoltolk train-speech-tokenizer) or restore the file."
+            )
         self.frontend = frontend
         self.centroids = centroids.to(frontend.device)
         self.deduplicate = deduplicate
@@ -497,10 +504,16 @@ class SpeechTokenizer:
         if config.get("frontend") not in _FRONT_ENDS:
             raise ValueError(f"unknown speech tokenizer front end {config.get('frontend')!r} in {directory}")
         frontend = _FRONT_ENDS[config["frontend"]].load(directory, config)
-        centroids = load_file(os.path.join(directory, CENTROIDS_NAME))["centroids"]
-        tokenizer = cls(
-            centroids, frontend, deduplicate=config["deduplicate"], max_chunk_seconds=config["max_chunk_seconds"]
-        )
+        centroids_path = os.path.join(directory, CENTROIDS_NAME)
+        try:
+            tokenizer = cls(
+                load_file(centroids_path)["centroids"],
+                frontend,
+                deduplicate=config["deduplicate"],
+                max_chunk_seconds=config["max_chunk_seconds"],
+            )
+        except ValueError as error:
+            raise ValueError(f"{centroids_path}: {error}") from error
         return tokenizer.to(device) if device is not None else tokenizer
 
     @classmethod
