@@ -42,6 +42,8 @@ from ..data.collator import SmolTolkDataCollator
 from ..data.mixture import SmolTolkMixture
 from ..data.samples import InterleavedSampleBuilder, PackedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
 from ..modeling_smoltolk import SmolTolkForCausalLM
+from ..processing_smoltolk import PROCESSOR_CONFIG_NAME, SmolTolkProcessor
+from ..tokenization_speech import SpeechTokenizer
 from .callback import total_train_batch_size
 from .checkpoints import check_output_dir, remove_checkpoints
 from .optim import TwoStageSchedule
@@ -102,10 +104,14 @@ def training_arguments(training: dict[str, Any]) -> TrainingArguments:
     return TrainingArguments(**kwargs)
 
 
-def build_model(spec: dict[str, Any]) -> tuple[SmolTolkForCausalLM, PreTrainedTokenizerBase]:
-    """The model and text tokenizer of a `model:` section (see the module docstring)."""
+def build_model(spec: dict[str, Any]) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
+    """The model and processor of a `model:` section (see the module docstring): the text tokenizer (`tokenizer:`,
+    else the source model's), the speech tokenizer (`speech_tokenizer:`, a `SpeechTokenizer` folder; else the one of
+    a `from_pretrained` folder's processor, if any) and the model's id layout. The Trainer saves it with the model
+    in every checkpoint and in `output_dir`."""
     spec = dict(spec)
     tokenizer_path = spec.pop("tokenizer", None)
+    speech_tokenizer_path = spec.pop("speech_tokenizer", None)
     attn = {"attn_implementation": spec.pop("attn_implementation")} if "attn_implementation" in spec else {}
     num_units, overrides, preset = (
         spec.pop("num_speech_units", 500),
@@ -148,7 +154,14 @@ def build_model(spec: dict[str, Any]) -> tuple[SmolTolkForCausalLM, PreTrainedTo
         tokenizer_path = embedded_backbone_path()
     if tokenizer_path is not None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    return model, tokenizer
+    speech_tokenizer = None
+    if speech_tokenizer_path is not None:
+        speech_tokenizer = SpeechTokenizer.from_pretrained(speech_tokenizer_path)
+    elif "from_pretrained" in sources:
+        source = sources["from_pretrained"]
+        if os.path.isfile(os.path.join(source, PROCESSOR_CONFIG_NAME)):  # a run's folder: keep its speech tokenizer
+            speech_tokenizer = SmolTolkProcessor.from_pretrained(source).speech_tokenizer
+    return model, SmolTolkProcessor.from_config(tokenizer, speech_tokenizer, model.config)
 
 
 def _preset_speech_settings(preset: str, text_config: Any) -> dict[str, Any]:
@@ -240,14 +253,14 @@ def build_trainer(config: str | os.PathLike | dict[str, Any]) -> SmolTolkTrainer
     args = training_arguments(config["training"])
     schedule = TwoStageSchedule(**config["stages"])
     set_seed(args.seed)  # the fresh speech parameters are initialised here, before the Trainer seeds
-    model, tokenizer = build_model(config["model"])
-    mixture = build_mixture(config["data"], model.config, tokenizer, args, schedule.stage1_steps)
+    model, processor = build_model(config["model"])
+    mixture = build_mixture(config["data"], model.config, processor.tokenizer, args, schedule.stage1_steps)
     return SmolTolkTrainer(
         model=model,
         args=args,
         train_dataset=mixture,
         data_collator=SmolTolkDataCollator(model.config),
-        processing_class=tokenizer,
+        processing_class=processor,
         schedule=schedule,
     )
 
