@@ -1,14 +1,18 @@
-"""The training entry under torchrun: 2 CPU processes (gloo) step together and end with identical weights.
+"""The training entry under torchrun and accelerate launch: 2 CPU processes (gloo) step together and end with
+identical weights, and the tokens they log add up to the global batch.
 
-Both data modes are run: each process reading its own mixture stream (the default, `dispatch_batches=False`)
-and process 0 dispatching every batch. The per-stream run must also match one process with the same total
-batch: the two processes jointly read exactly the samples that one process reads.
+Both data modes are run under torchrun: each process reading its own mixture stream (the default,
+`dispatch_batches=False`) and process 0 dispatching every batch. The per-stream run must also match one process
+with the same total batch: the two processes jointly read exactly the samples that one process reads. Under
+accelerate launch the config file `examples/configs/accelerate_cpu.yaml` is used; a launch that asked for
+several processes but got one is named in a warning (`single_process_launch`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -16,9 +20,13 @@ import pytest
 import torch
 import yaml
 from helpers import BATCH, STEPS, tiny_training_config, write_assets
+from transformers import TrainingArguments
 
 from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
 from smoltolk_hf.training import run_training
+from smoltolk_hf.training.trainer import single_process_launch
+
+CONTEXT = 64  # tiny_training_config's context_length: every packed sample has it
 
 WORKER = """
 import hashlib, json, os, sys
@@ -32,18 +40,28 @@ mixture = trainer.train_dataset
 report = dict(
     rank=trainer.args.process_index, world_size=trainer.args.world_size, steps=trainer.state.global_step,
     weights=digest.hexdigest(), stream=[mixture.rank, mixture.world_size], consumed=mixture.samples_consumed,
+    tokens_seen=trainer.state.num_input_tokens_seen,
 )
 with open(os.path.join(sys.argv[2], f"rank{report['rank']}.json"), "w") as f:
     json.dump(report, f)
 """
 
 
-def launch(config: dict, folder) -> list[dict]:
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+ACCELERATE_CPU = os.path.join(os.path.dirname(__file__), "..", "examples", "configs", "accelerate_cpu.yaml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(config: dict, folder, command: list[str] = TORCHRUN) -> list[dict]:
     folder.mkdir()
     (folder / "train.yaml").write_text(yaml.safe_dump(config))
     (folder / "worker.py").write_text(WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = subprocess.run(
         [*command, str(folder / "worker.py"), str(folder / "train.yaml"), str(folder)],
         check=False,
@@ -64,6 +82,7 @@ def test_two_processes_step_together_in_both_data_modes(tmp_path):
     assert [r["world_size"] for r in reports] == [2, 2] and [r["steps"] for r in reports] == [STEPS, STEPS]
     assert reports[0]["weights"] == reports[1]["weights"]
     assert [r["stream"] for r in reports] == [[0, 2], [1, 2]]
+    assert [r["tokens_seen"] for r in reports] == [STEPS * 2 * BATCH * CONTEXT] * 2  # summed over both processes
     for r in reports:  # each process built its own samples only (plus the loader's read-ahead)
         assert STEPS * BATCH <= r["consumed"] <= (STEPS + 2) * BATCH
 
@@ -84,3 +103,30 @@ def test_two_processes_step_together_in_both_data_modes(tmp_path):
     dispatched = SmolTolkForCausalLM.from_pretrained(str(tmp_path / "dispatched" / "out"))
     for (name, a), b in zip(expected.named_parameters(), dispatched.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_two_processes(tmp_path):
+    assets = write_assets(str(tmp_path / "assets"))
+    config = tiny_training_config(assets, str(tmp_path / "accelerate" / "out"))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE_CPU]
+    reports = launch(config, tmp_path / "accelerate", [*command, "--main_process_port", str(free_port())])
+    assert [r["world_size"] for r in reports] == [2, 2] and [r["steps"] for r in reports] == [STEPS, STEPS]
+    assert reports[0]["weights"] == reports[1]["weights"]
+    assert [r["stream"] for r in reports] == [[0, 2], [1, 2]]
+    assert [r["tokens_seen"] for r in reports] == [STEPS * 2 * BATCH * CONTEXT] * 2
+
+
+@pytest.mark.parametrize(
+    "environ, expected",
+    [
+        ({}, None),
+        ({"WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}, None),  # torchrun --nproc_per_node 1
+        ({"WORLD_SIZE": "2", "LOCAL_RANK": "0"}, "launched as one of 2"),  # processes that did not join one group
+        ({"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1"}, "started this one only"),  # --cpu, 2 processes
+        ({"ACCELERATE_USE_CPU": "True"}, None),  # accelerate launch --cpu with one process
+    ],
+)
+def test_a_launch_that_got_one_process_of_several_is_named(environ, expected, tmp_path):
+    warning = single_process_launch(TrainingArguments(output_dir=str(tmp_path), use_cpu=True), environ)
+    assert warning is None if expected is None else expected in warning

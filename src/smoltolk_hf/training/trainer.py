@@ -33,7 +33,8 @@ such a loss by the accumulation steps and multiplies it by the processes, which 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -41,11 +42,14 @@ from accelerate.data_loader import IterableDatasetShard
 from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
 
 from ..data.mixture import SmolTolkMixture
 from ..modeling_smoltolk import loss_normalizers
 from .callback import TwoStageCallback
 from .optim import FROZEN_IN_STAGE1, ROLES, TwoStageSchedule, parameter_groups, two_stage_scheduler
+
+logger = logging.get_logger(__name__)
 
 # Per-micro-batch sums accumulated between logs: text CE sum, text targets, speech CE sum, speech targets,
 # selector entropy sum, selector positions.
@@ -57,6 +61,33 @@ def dispatches_batches(args: TrainingArguments) -> bool:
     unset means yes for an iterable dataset on several processes)."""
     dispatch = args.accelerator_config.dispatch_batches
     return args.world_size > 1 and (dispatch is None or dispatch)
+
+
+def single_process_launch(args: TrainingArguments, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why this process trains alone although its launch asked for several processes (a warning), else None.
+
+    Two launches end up so: a launcher that started N processes (`WORLD_SIZE`, `PMI_SIZE` or
+    `OMPI_COMM_WORLD_SIZE` > 1) whose processes did not join one group (e.g. no GPU and `use_cpu` unset: each
+    trains its own copy), and `accelerate launch` asked for several CPU processes (`--cpu --num_processes N`, or
+    `distributed_type: MULTI_CPU` without `mpirun_hostfile`), whose simple launcher starts one process only (it sets
+    `MASTER_ADDR` for the processes it does not start).
+    """
+    environ = os.environ if environ is None else environ
+    if args.world_size > 1:
+        return None
+    launched = max(int(environ.get(name, 1)) for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"))
+    if launched > 1:
+        return (
+            f"This process was launched as one of {launched} but trains alone (world size 1): every process trains "
+            "its own copy of the model. Without GPUs, set `use_cpu: true` in the config's `training:` section."
+        )
+    if environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in environ:
+        return (
+            "accelerate launch was asked for several CPU processes but started this one only: its CPU launcher "
+            "(`--cpu`, or `distributed_type: MULTI_CPU` without an `mpirun_hostfile`) runs one process. Use "
+            "`accelerate launch --config_file examples/configs/accelerate_cpu.yaml` or `torchrun --nproc_per_node N`."
+        )
+    return None
 
 
 def mixture_stream(args: TrainingArguments) -> tuple[int, int]:
@@ -76,6 +107,9 @@ class SmolTolkTrainer(Trainer):
 
     def __init__(self, *args: Any, schedule: TwoStageSchedule, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        warning = single_process_launch(self.args)
+        if warning is not None:
+            logger.warning(warning)
         self.schedule = schedule
         self.two_stage: TwoStageCallback | None = None
         if isinstance(self.train_dataset, SmolTolkMixture):
