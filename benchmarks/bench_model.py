@@ -3,13 +3,14 @@
 SmolLM-135M architecture, bf16, CPU, random weights:
 - a training step (forward, backward, AdamW step) on 1 x 512 tokens (interleaved text-speech for SmolTolk and the
   baseline, text for Llama), timed round-robin across the models;
-- greedy generation with the KV cache (32-token prompt, 64 new tokens) from a text prompt (all models) and from a
-  speech prompt (speech models; ratio still against Llama's text generation);
+- greedy generation with the KV cache (32-token prompt, 64 new tokens), dynamic and static (`cache_implementation=
+  "static"`), from a text prompt (all models) and from a speech prompt (speech models; ratio still against Llama's
+  text generation with the same cache);
 - peak training memory: resident-memory increase of building the model and two training steps, each model in a
   fresh process (torch's CPU allocator keeps no peak counter).
 Reports medians and ratios against Llama.
 
-    python benchmarks/bench_model.py [--steps 5] [--threads 2]
+    python benchmarks/bench_model.py [--steps 5] [--threads 2] [--generation-only]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 
 import psutil
 import torch
+import transformers
 
 SEQ_LEN, PROMPT_LEN, NEW_TOKENS = 512, 32, 64
 
@@ -106,17 +108,24 @@ def memory_worker(name: str) -> float:
     return memory.increase_mb
 
 
-def timings(names: list[str], steps: int) -> dict[str, dict[str, float]]:
+CACHES = {"dynamic": {}, "static": {"cache_implementation": "static"}}
+
+
+def timings(names: list[str], steps: int, train: bool) -> dict[str, dict[str, float]]:
     """Round-robin over the models at every repetition, so that load drift on a shared machine hits all alike."""
     generator = torch.Generator().manual_seed(0)
     models = {name: build(name) for name in names}
-    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
-    step_times: dict[str, list[float]] = {name: [] for name in names}
-    for repetition in range(steps + 1):  # repetition 0 warms up
-        for name, model in models.items():
-            elapsed = train_step(model, batch_for(name, model.config, SEQ_LEN, generator), optimizers[name])
-            if repetition:
-                step_times[name].append(elapsed)
+    results: dict[str, dict[str, float]] = {name: {} for name in names}
+    if train:
+        optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
+        step_times: dict[str, list[float]] = {name: [] for name in names}
+        for repetition in range(steps + 1):  # repetition 0 warms up
+            for name, model in models.items():
+                elapsed = train_step(model, batch_for(name, model.config, SEQ_LEN, generator), optimizers[name])
+                if repetition:
+                    step_times[name].append(elapsed)
+        for name, t in step_times.items():
+            results[name]["train_step_s"] = statistics.median(t)
 
     settings = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
     prompts = {}
@@ -127,18 +136,19 @@ def timings(names: list[str], steps: int) -> dict[str, dict[str, float]]:
             speech_prompt = interleaved_ids(model.config, PROMPT_LEN, generator)
             speech_prompt[0, -1] = model.config.speech_token_offset + 7  # continue a speech span
             prompts[(name, "speech")] = speech_prompt
-    gen_times: dict[tuple[str, str], list[float]] = {key: [] for key in prompts}
+    gen_times: dict[tuple[str, str, str], list[float]] = {
+        (name, modality, cache): [] for (name, modality) in prompts for cache in CACHES
+    }
     with torch.no_grad():
-        for repetition in range(max(3, steps // 2) + 1):
-            for (name, modality), prompt in prompts.items():
+        for repetition in range(max(3, steps // 2) + 1):  # repetition 0 warms up
+            for name, modality, cache in gen_times:
                 start = time.perf_counter()
-                out = models[name].generate(prompt, **settings)
+                out = models[name].generate(prompts[(name, modality)], **settings, **CACHES[cache])
                 assert out.shape[1] == PROMPT_LEN + NEW_TOKENS
                 if repetition:
-                    gen_times[(name, modality)].append(time.perf_counter() - start)
-    results = {name: {"train_step_s": statistics.median(t)} for name, t in step_times.items()}
-    for (name, modality), t in gen_times.items():
-        results[name][f"generate_{modality}_tok_per_s"] = NEW_TOKENS / statistics.median(t)
+                    gen_times[(name, modality, cache)].append(time.perf_counter() - start)
+    for (name, modality, cache), t in gen_times.items():
+        results[name][f"generate_{modality}_{cache}_tok_per_s"] = NEW_TOKENS / statistics.median(t)
     return results
 
 
@@ -146,6 +156,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--generation-only", action="store_true", help="skip the training step and memory figures")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -154,28 +165,37 @@ def main() -> None:
         return
 
     names = ["llama", "baseline-135m", "smoltolk-150m"]
-    peak_mb = {}
-    for name in names:
-        command = [sys.executable, __file__, "--memory-worker", name, "--threads", str(args.threads)]
-        peak_mb[name] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-1])
-    results = timings(names, args.steps)
-
+    results = timings(names, args.steps, train=not args.generation_only)
     base = results["llama"]
-    print(f"\nSmolLM-135M architecture, bf16, CPU ({args.threads} threads), torch {torch.__version__}, "
-          f"medians of {args.steps} round-robin repetitions\n")
-    print("| model | train step 1x512 (s) | ratio | text generate (tok/s) | ratio | speech generate (tok/s) | ratio "
-          "| peak train memory (MiB) | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"\nSmolLM-135M architecture, bf16, CPU ({args.threads} threads), torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, medians of {args.steps} round-robin repetitions\n"
+    )
+    if not args.generation_only:
+        peak_mb = {}
+        for name in names:
+            command = [sys.executable, __file__, "--memory-worker", name, "--threads", str(args.threads)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            peak_mb[name] = json.loads(output.split()[-1])
+        print("| model | train step 1x512 (s) | ratio | peak train memory (MiB) | ratio |")
+        print("|---|---|---|---|---|")
+        for name in names:
+            step = results[name]["train_step_s"]
+            print(
+                f"| {name} | {step:.2f} | {step / base['train_step_s']:.2f}x | {peak_mb[name]:.0f} | "
+                f"{peak_mb[name] / peak_mb['llama']:.2f}x |"
+            )
+        print()
+    print("| model | cache | text generate (tok/s) | ratio | speech generate (tok/s) | ratio |")
+    print("|---|---|---|---|---|---|")
     for name in names:
-        r = results[name]
-        speech = r.get("generate_speech_tok_per_s")
-        speech_cells = "- | -" if speech is None else f"{speech:.1f} | {speech / base['generate_text_tok_per_s']:.2f}x"
-        print(
-            f"| {name} | {r['train_step_s']:.2f} | {r['train_step_s'] / base['train_step_s']:.2f}x | "
-            f"{r['generate_text_tok_per_s']:.1f} | {r['generate_text_tok_per_s'] / base['generate_text_tok_per_s']:.2f}x | "
-            f"{speech_cells} | {peak_mb[name]:.0f} | {peak_mb[name] / peak_mb['llama']:.2f}x |"
-        )
-
+        for cache in CACHES:
+            llama = base[f"generate_text_{cache}_tok_per_s"]
+            cells = []
+            for modality in ("text", "speech"):
+                speed = results[name].get(f"generate_{modality}_{cache}_tok_per_s")
+                cells.append("- | -" if speed is None else f"{speed:.1f} | {speed / llama:.2f}x")
+            print(f"| {name} | {cache} | {' | '.join(cells)} |")
 
 if __name__ == "__main__":
     main()
