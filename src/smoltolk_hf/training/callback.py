@@ -11,7 +11,8 @@ callback checks that the two agree, announces the switch, and makes resuming exa
   count. `on_train_begin` sets it, which also holds with DataLoader workers (whose consumption the main
   process cannot see); the Trainer's own batch skipping must be off (`ignore_data_skip=True`, which
   `SmolTolkTrainer` sets), or the consumed batches would be skipped twice.
-- `on_save` writes `smoltolk_state.json` into each checkpoint: the mixture state (seed, `stage1_samples`,
+- `on_save` writes `smoltolk_state.json` into each checkpoint, last (under a temporary name, then renamed), so that
+  its presence marks a checkpoint the Trainer wrote to the end (`checkpoints.is_complete`): the mixture state (seed, `stage1_samples`,
   world size, position) and the tokens seen per modality. Resuming from that checkpoint validates the mixture
   settings against it (a changed seed, stage length, batch geometry or world size is refused) and restores
   the token counters.
@@ -105,5 +106,9 @@ class TwoStageCallback(TrainerCallback):
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         if state.is_world_process_zero:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            with open(os.path.join(folder, STATE_NAME), "w") as f:
+            path = os.path.join(folder, STATE_NAME)
+            with open(f"{path}.tmp", "w") as f:
                 json.dump(self._state(args, state.global_step), f, indent=2)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(f"{path}.tmp", path)  # the completion marker appears whole or not at all

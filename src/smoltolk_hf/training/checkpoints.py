@@ -1,4 +1,9 @@
-"""Where a training run's outputs are, and what a new run may replace."""
+"""Where a training run's outputs are, which checkpoints are complete, and what a new run may replace.
+
+A checkpoint folder `checkpoint-N` is complete once `smoltolk_state.json` is in it: `TwoStageCallback.on_save`
+writes that file last (under a temporary name, then renamed), after the Trainer has written the model, optimizer,
+scheduler, RNG and trainer state. A folder without it was being written when the run stopped.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import re
 import shutil
 
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .callback import STATE_NAME
 
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 # Files a finished run leaves in its output folder (the final model and the Trainer's state).
@@ -23,6 +30,21 @@ def checkpoint_folders(output_dir: str | os.PathLike) -> list[str]:
         if (match := _CHECKPOINT.match(name)) and os.path.isdir(os.path.join(output_dir, name))
     ]
     return [os.path.join(output_dir, name) for _, name in sorted(steps, reverse=True)]
+
+
+def is_complete(checkpoint: str | os.PathLike) -> bool:
+    """Whether `checkpoint` was written to the end (its completion marker, `smoltolk_state.json`, is there)."""
+    return os.path.isfile(os.path.join(checkpoint, STATE_NAME))
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> tuple[str | None, list[str]]:
+    """The newest complete checkpoint of `output_dir` (or None), and the newer incomplete ones it passed over."""
+    skipped = []
+    for folder in checkpoint_folders(output_dir):
+        if is_complete(folder):
+            return folder, skipped
+        skipped.append(folder)
+    return None, skipped
 
 
 def previous_run(output_dir: str | os.PathLike) -> list[str]:

@@ -46,7 +46,8 @@ from transformers.utils import logging
 
 from ..data.mixture import SmolTolkMixture
 from ..modeling_smoltolk import loss_normalizers
-from .callback import TwoStageCallback
+from .callback import STATE_NAME, TwoStageCallback
+from .checkpoints import is_complete, last_complete_checkpoint
 from .optim import FROZEN_IN_STAGE1, ROLES, TwoStageSchedule, parameter_groups, two_stage_scheduler
 
 logger = logging.get_logger(__name__)
@@ -177,14 +178,40 @@ class SmolTolkTrainer(Trainer):
         return dataloader
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any):
-        """`Trainer.train`; a resumed run also restores the data position and tokens seen (`TwoStageCallback`)."""
+        """`Trainer.train`; a resumed run also restores the data position and tokens seen (`TwoStageCallback`).
+
+        `resume_from_checkpoint=True` takes the newest complete checkpoint of `output_dir` (see `checkpoints`),
+        passing over, with a warning, newer ones that were interrupted while being written; a checkpoint given by
+        path must be complete.
+        """
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No checkpoint to resume from in {self.args.output_dir}.")
+            resume_from_checkpoint = self._newest_checkpoint()
+        elif resume_from_checkpoint and self.two_stage is not None and not is_complete(resume_from_checkpoint):
+            newest, _ = last_complete_checkpoint(os.path.dirname(os.path.normpath(resume_from_checkpoint)))
+            raise ValueError(
+                f"Cannot resume from {resume_from_checkpoint}: it has no {STATE_NAME}, which a SmolTolk run writes "
+                "last, so it was interrupted while being written (or is not a SmolTolk checkpoint). "
+                + (f"Resume from {newest}, the newest complete one." if newest else "There is no complete one next to it.")
+            )
         if self.two_stage is not None:
             self.two_stage.resume_from = resume_from_checkpoint or None
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _newest_checkpoint(self) -> str:
+        """The checkpoint a resume without a path takes: the newest complete one of `output_dir`."""
+        if self.two_stage is None:  # no completion marker without the SmolTolk callback
+            found, skipped = get_last_checkpoint(self.args.output_dir), []
+        else:
+            found, skipped = last_complete_checkpoint(self.args.output_dir)
+        if skipped:
+            logger.warning(
+                f"Passing over {len(skipped)} incomplete checkpoint(s), interrupted while being written: "
+                f"{', '.join(skipped)}."
+            )
+        if found is None:
+            raise ValueError(f"No complete checkpoint to resume from in {self.args.output_dir}.")
+        logger.warning(f"Resuming from {found}, the newest complete checkpoint.")
+        return found
 
     # ----- logging ---------------------------------------------------------------------------------------------
     def compute_loss(
