@@ -253,13 +253,16 @@ STAGE1, STEPS, BATCH = 4, 8, 3
 
 
 def write_assets(root: str) -> dict[str, str]:
-    """A tiny text LM with its tokenizer and tiny unit/text datasets, saved to disk as a user would have them."""
+    """A tiny text LM with its tokenizer, tiny unit/text datasets and a speech tokenizer of `DATA_NUM_UNITS` units
+    (random MFCC codebook), saved to disk as a user would have them."""
     torch.manual_seed(0)
-    paths = {name: os.path.join(root, name) for name in ("backbone", "units", "text")}
+    paths = {name: os.path.join(root, name) for name in ("backbone", "units", "text", "speech_tokenizer")}
     LlamaForCausalLM(LlamaConfig(**TINY_LLAMA)).save_pretrained(paths["backbone"])
     TOKENIZER.save_pretrained(paths["backbone"])
     make_speech_data(num_utterances=24, seed=1)[0].save_to_disk(paths["units"])
     make_text_data(40, seed=2).save_to_disk(paths["text"])
+    codebook = np.random.default_rng(0).standard_normal((DATA_NUM_UNITS, 20))
+    SpeechTokenizer(codebook, MfccFrontEnd()).save_pretrained(paths["speech_tokenizer"])
     return paths
 
 

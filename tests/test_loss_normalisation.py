@@ -59,13 +59,13 @@ def test_gradient_accumulation_gives_the_step_of_one_batch(setup, accumulation, 
 
 WORKER = """
 import json, os, sys
-import torch
 sys.path.insert(0, sys.argv[2])
 from helpers import GLOBAL_BATCH, entropy_model, one_sgd_step, padded_examples
 
 model = entropy_model()
 accumulation = int(sys.argv[3])
-trainer = one_sgd_step(model, padded_examples(model.config), sys.argv[1], GLOBAL_BATCH // 2 // accumulation, accumulation)
+per_device = GLOBAL_BATCH // 2 // accumulation
+trainer = one_sgd_step(model, padded_examples(model.config), sys.argv[1], per_device, accumulation)
 weights = {name: p.detach().tolist() for name, p in trainer.model.named_parameters()}
 with open(os.path.join(sys.argv[1], f"rank{trainer.args.process_index}.json"), "w") as f:
     json.dump(dict(world_size=trainer.args.world_size, weights=weights), f)

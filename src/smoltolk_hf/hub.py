@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import AutoTokenizer
+from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
 
 from .modeling_smoltolk import SmolTolkForCausalLM
 from .pipeline_speech_continuation import check_processor_layout
@@ -220,6 +222,11 @@ continuation, S→T the reverse; MMLU before (pre) and after (post) speech train
 """
 
 
+def example_units(config: Any) -> list[int]:
+    """Four unit ids for the card's examples, valid for the model's unit count (`[12, 7, 431, 98]` at 500)."""
+    return [unit % config.num_speech_units for unit in (12, 7, 431, 98)]
+
+
 def model_card(
     model: SmolTolkForCausalLM,
     model_name: str,
@@ -258,7 +265,7 @@ def model_card(
         text_params=counts.text,
         speech_params=counts.speech,
         repo=repo_id or model_name,
-        speech_prompt='audio="prompt.wav"' if has_speech_tokenizer else "units=[12, 7, 431, 98]",
+        speech_prompt='audio="prompt.wav"' if has_speech_tokenizer else f"units={example_units(config)}",
         evaluation=_EVALUATION.format(table=_results_table(table)) if table else "",
         citation=CITATION,
     )
@@ -372,6 +379,16 @@ def push_to_hub(
         )
 
 
+def folder_processor(folder: str, model: SmolTolkForCausalLM) -> SmolTolkProcessor | None:
+    """The processor a local folder holds: a saved `SmolTolkProcessor`, else (a folder with a text tokenizer only,
+    as older training runs wrote) one built from that tokenizer and the model's id layout, else None."""
+    if os.path.isfile(os.path.join(folder, PROCESSOR_CONFIG_NAME)):
+        return SmolTolkProcessor.from_pretrained(folder)
+    if os.path.isfile(os.path.join(folder, TOKENIZER_CONFIG_FILE)):
+        return SmolTolkProcessor.from_config(AutoTokenizer.from_pretrained(folder), None, model.config)
+    return None
+
+
 def cli_export(argv: Sequence[str] | None = None) -> int:
     """`smoltolk export MODEL_DIR OUT_DIR [--processor DIR] [--results JSON] ...`: the Hub-ready folder, locally."""
     parser = argparse.ArgumentParser(
@@ -391,12 +408,14 @@ def cli_export(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     model = SmolTolkForCausalLM.from_pretrained(args.model_dir)
-    processor_dir = args.processor
-    if processor_dir is None and os.path.isfile(os.path.join(args.model_dir, PROCESSOR_CONFIG_NAME)):
-        processor_dir = args.model_dir
-    processor = SmolTolkProcessor.from_pretrained(processor_dir) if processor_dir is not None else None
+    if args.processor is not None:
+        processor = SmolTolkProcessor.from_pretrained(args.processor)
+    else:
+        processor = folder_processor(args.model_dir, model)
     if processor is None:
         print("warning: no processor (pass --processor DIR); the folder will hold the model only")
+    elif processor.speech_tokenizer is None:
+        print("note: the processor has no speech tokenizer; the card shows speech prompts as unit ids")
     out = export_for_hub(
         model, args.out_dir, processor,
         model_name=args.model_name, repo_id=args.repo_id, base_model=args.base_model, datasets=args.dataset,
