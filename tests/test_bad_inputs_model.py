@@ -11,6 +11,7 @@ import json
 import os
 
 import pytest
+import torch
 from helpers import NUM_UNITS, tiny_text_model
 
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM
@@ -98,5 +99,43 @@ def test_from_pretrained_refuses(saved_folder, tmp_path, case, fragments):
     )
     with pytest.raises(ValueError) as caught:
         SmolTolkForCausalLM.from_pretrained(folder, **case.get("kwargs", {}))
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+def short_mask_with_cache(model):
+    """A cached step whose mask covers the new ids only, not the cached prefix."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    model(torch.tensor([[5, 6, 7]]), cache=cache)
+    return model(torch.tensor([[8]]), attention_mask=torch.ones(1, 1, dtype=torch.long), cache=cache)
+
+
+FORWARD_CASES = [
+    ("float ids", lambda m: m(torch.tensor([[5.0, 6.0]])), ["integer ids", "torch.float32"]),
+    ("bool ids", lambda m: m(torch.tensor([[True, False]])), ["integer ids", "torch.bool"]),
+    ("1-D ids", lambda m: m(torch.tensor([5, 6])), ["(batch, seq)", "(2,)", "ids[None]"]),
+    ("empty ids", lambda m: m(torch.zeros(1, 0, dtype=torch.long)), ["non-empty", "(1, 0)"]),
+    ("list ids", lambda m: m([[5, 6]]), ["torch.LongTensor", "list"]),
+    ("id past the vocabulary", lambda m: m(torch.tensor([[5, 10_000]])), ["input_ids must lie in", "10000"]),
+    (
+        "mask shorter than the ids",
+        lambda m: m(torch.tensor([[5, 6, 7, 8]]), attention_mask=torch.ones(1, 3, dtype=torch.long)),
+        ["attention_mask has shape (1, 3)", "(1, 4)"],
+    ),
+    (
+        "mask of another batch size",
+        lambda m: m(torch.tensor([[5, 6]]), attention_mask=torch.ones(2, 2, dtype=torch.long)),
+        ["(2, 2)", "(1, 2)"],
+    ),
+    ("mask without the cached prefix", short_mask_with_cache, ["(1, 1)", "(1, 4)", "cached length 3"]),
+]
+
+
+@pytest.mark.parametrize("call, fragments", [c[1:] for c in FORWARD_CASES], ids=[c[0] for c in FORWARD_CASES])
+def test_forward_refuses(tiny_smoltolk, call, fragments):
+    with pytest.raises(ValueError) as caught, torch.no_grad():
+        call(tiny_smoltolk)
     for fragment in fragments:
         assert fragment in str(caught.value)

@@ -367,8 +367,33 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
         is_speech = (input_ids >= cfg.speech_token_offset)[..., None]
         return torch.where(is_speech, speech, torch.where(is_marker, markers, text))
 
-    def _check_inputs(self, input_ids: torch.LongTensor, past_length: int) -> None:
+    def _check_inputs(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, past_length: int) -> None:
+        """Refuses ids that are not a non-empty `(batch, seq)` integer tensor of joint ids, a sequence longer than
+        the positions, and a 2D mask whose shape is not `(batch, past_length + seq)`; reads only shapes and one
+        min/max."""
+        if not isinstance(input_ids, torch.Tensor):
+            raise ValueError(
+                f"input_ids must be a torch.LongTensor of shape (batch, seq), got a {type(input_ids).__name__}: "
+                "use torch.tensor([ids]) (SmolTolkProcessor returns tensors)."
+            )
+        if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+            raise ValueError(
+                f"input_ids must hold integer ids (torch.long), got dtype {input_ids.dtype}; ids are never rounded."
+            )
+        if input_ids.ndim != 2 or input_ids.numel() == 0:
+            raise ValueError(
+                f"input_ids must have a non-empty shape (batch, seq), got {tuple(input_ids.shape)}"
+                + (": add the batch dimension with ids[None]." if input_ids.ndim == 1 and input_ids.numel() else ".")
+            )
         cfg = self.config
+        if attention_mask is not None and attention_mask.ndim == 2:
+            expected = (input_ids.shape[0], past_length + input_ids.shape[1])
+            if tuple(attention_mask.shape) != expected:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)}, but the ids need {expected}: (batch, "
+                    f"cached length {past_length} + new ids {input_ids.shape[1]}). A shorter mask would silently "
+                    "change the logits; pass one mask entry per token, cached tokens included."
+                )
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= cfg.joint_vocab_size:
             raise ValueError(
@@ -432,7 +457,7 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
         if cache is not None:
             self._check_cache(cache)
         past_length = cache.get_seq_length() if cache is not None else 0
-        self._check_inputs(input_ids, past_length)
+        self._check_inputs(input_ids, attention_mask, past_length)
 
         is_speech = input_ids >= self.config.speech_token_offset  # (batch, seq)
         if past_length > 0 and speech_span_start is None and bool(is_speech[:, 0].any()):
