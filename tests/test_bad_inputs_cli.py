@@ -124,6 +124,17 @@ def test_export_into_a_new_folder(model_dir, tmp_path):
     assert (tmp_path / "new" / "out" / "model.safetensors").is_file()
 
 
+CASES = [
+    ("export of a missing model folder", lambda t: ["export", str(t / "missing"), str(t / "out")], ["missing"]),
+]
+
+
+@pytest.mark.parametrize("argv, fragments", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_commands_refuse(argv, fragments, tmp_path, capsys):
+    status, err = run_cli(argv(tmp_path), capsys)
+    assert_user_error(status, err, fragments)
+
+
 def test_tiny_run_has_the_configured_units(finished_run):
     from smoltolk_hf import SmolTolkForCausalLM
 

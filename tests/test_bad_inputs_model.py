@@ -60,16 +60,21 @@ def test_saved_config_json_round_trips(saved_folder):
     assert model.config.num_speech_units == NUM_UNITS
 
 
-def with_config_edit(folder: str, target: str, **edits) -> str:
-    """A copy of `folder` (links to its weights) whose config.json has `edits` applied."""
+def linked_copy_without_config(folder: str, target: str) -> str:
+    """A copy of `folder` (links to its files) without config.json."""
     os.makedirs(target)
     for name in os.listdir(folder):
         if name != "config.json":
             os.symlink(os.path.join(folder, name), os.path.join(target, name))
+    return target
+
+
+def with_config_edit(folder: str, target: str, **edits) -> str:
+    """A copy of `folder` (links to its weights) whose config.json has `edits` applied."""
     with open(os.path.join(folder, "config.json")) as f:
         config = json.load(f)
     config.update(edits)
-    with open(os.path.join(target, "config.json"), "w") as f:
+    with open(os.path.join(linked_copy_without_config(folder, target), "config.json"), "w") as f:
         json.dump(config, f)
     return target
 
@@ -90,6 +95,17 @@ LOAD_CASES = [
     ("override drops dynamic pooling", {"kwargs": {"use_dynamic_pooling": False}}, ["no place for", "selector"]),
     ("override adds an adapter layer", {"kwargs": {"num_output_adapter_layers": 3}}, ["lacks", "output_adapter.2"]),
 ]
+
+
+def test_from_pretrained_refuses_a_folder_without_config_json(saved_folder, tmp_path):
+    """transformers would build the default config (a 7B-parameter Llama) and fill it with random weights."""
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        SmolTolkForCausalLM.from_pretrained(linked_copy_without_config(saved_folder, str(tmp_path / "no_config")))
+
+
+def test_from_pretrained_refuses_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No model folder at .*missing"):
+        SmolTolkForCausalLM.from_pretrained(str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize("case, fragments", [c[1:] for c in LOAD_CASES], ids=[c[0] for c in LOAD_CASES])

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -181,8 +182,9 @@ class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
         the folder was trained with) raises instead of dropping them.
         """
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        _check_model_folder(source, has_config="config" in kwargs or len(args) > 1)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         for kind, consequence in (
             ("missing_keys", "lacks {count} weight(s) of {name}: {keys}. They would be randomly initialised."),
             ("unexpected_keys", "holds {count} weight(s) that {name} has no place for: {keys}. They would be dropped."),
@@ -210,6 +212,23 @@ class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
                 "AutoModelForCausalLM": f"{module}.{SmolTolkForCausalLM.__name__}",
             }
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _check_model_folder(source: Any, has_config: bool) -> None:
+    """Refuses a local model path that does not exist, or a folder without `config.json` when no config is given
+    (transformers would build the default config, a 7B-parameter model, and fill it with random weights)."""
+    if not isinstance(source, (str, os.PathLike)):
+        return
+    path = os.path.expanduser(os.fspath(source))
+    if os.path.isdir(path):
+        if not has_config and not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(
+                f"{path!r} has no config.json, so it is not a saved model folder (or it was copied incompletely). "
+                "Point to the folder `save_pretrained` wrote, or pass `config=`."
+            )
+    elif not os.path.exists(path) and (os.path.isabs(path) or path.startswith(".") or path.count("/") > 1):
+        # Not a Hub id ("name" or "org/name") either.
+        raise FileNotFoundError(f"No model folder at {path!r}: the path does not exist.")
 
 
 def _last_non_speech(is_speech: torch.Tensor, past_length: int) -> torch.Tensor:
