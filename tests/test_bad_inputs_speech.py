@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from helpers import NUM_UNITS
+from helpers import NUM_UNITS, tiny_model_and_processor, waveform
 from safetensors.torch import save_file
 
 from smoltolk_hf import MfccFrontEnd, SpeechTokenizer
@@ -45,6 +45,27 @@ CASES = [
         [CENTROIDS_NAME, "units [5]", "fit it again"],
     ),
 ]
+
+_, PROCESSOR = tiny_model_and_processor()
+TOKENIZER = PROCESSOR.speech_tokenizer
+WAVE = waveform(0.5)
+
+CASES += [
+    ("sampling rate 1", lambda t: TOKENIZER(WAVE, sampling_rate=1), ["sampling_rate=1 Hz", "resampled"]),
+    ("PCM amplitude as float", lambda t: TOKENIZER(WAVE * 32767), ["[-1, 1]", "integer PCM", "32768"]),
+    ("batch_size 0", lambda t: TOKENIZER([WAVE, WAVE], batch_size=0), ["batch_size", "got 0"]),
+    ("bad audio names its index", lambda t: TOKENIZER([WAVE, WAVE * 100]), ["audio[1]", "peak"]),
+    ("processor: empty text list", lambda t: PROCESSOR(text=[]), ["text=[]", "empty"]),
+    ("processor: empty units list", lambda t: PROCESSOR(units=[]), ["units=[]", "empty"]),
+    ("processor: empty audio list", lambda t: PROCESSOR(audio=[]), ["audio=[]", "empty"]),
+    ("processor: decode -100", lambda t: PROCESSOR.decode([5, -100, 6]), ["-100", "position 1", "labels"]),
+    ("processor: decode past the vocabulary", lambda t: PROCESSOR.decode([10_000]), ["10000", "outside"]),
+]
+
+
+def test_half_precision_audio_is_widened_exactly():
+    wave = torch.from_numpy(WAVE).to(torch.bfloat16)
+    assert np.array_equal(TOKENIZER(wave), TOKENIZER(wave.float().numpy()))
 
 
 @pytest.mark.parametrize("call, fragments", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

@@ -171,14 +171,14 @@ class SmolTolkProcessor(JointIdLayout, PushToHubMixin):
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         ((kind, value),) = given.items()
+        if isinstance(value, (list, tuple)) and len(value) == 0:
+            raise ValueError(f"{kind}=[] is empty: pass one input or a non-empty list of them")
         if kind == "text":
             is_batch = not isinstance(value, str)
             batch = [[("text", t)] for t in (value if is_batch else [value])]
         elif kind == "audio":
             is_batch = isinstance(value, (list, tuple))
-            batch = [
-                [("speech", u)] for u in self._tokenize_audio(list(value) if is_batch else [value], sampling_rate)
-            ]
+            batch = [[("speech", u)] for u in self._tokenize_audio(list(value) if is_batch else [value], sampling_rate)]
         elif kind == "units":
             is_batch = not _is_int_sequence(value)
             batch = [[("speech", u)] for u in (value if is_batch else [value])]
@@ -272,6 +272,15 @@ class SmolTolkProcessor(JointIdLayout, PushToHubMixin):
         ids = torch.as_tensor(token_ids).tolist() if not isinstance(token_ids, list) else token_ids
         runs: list[tuple[str, list[int]]] = []
         for position, token_id in enumerate(ids):
+            if token_id < 0:
+                raise ValueError(
+                    f"id {token_id} at position {position} is not a joint id"
+                    + (
+                        " (-100 marks ignored label positions: decode input ids, or labels[labels != -100])"
+                        if token_id == -100
+                        else ""
+                    )
+                )
             if token_id < self.vocab_size:
                 modality, value = "text", token_id
             elif self.speech_token_offset <= token_id < self.speech_eos_id:

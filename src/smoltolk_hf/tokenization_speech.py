@@ -35,6 +35,10 @@ AudioInput = AudioItem | Sequence[AudioItem]
 # Integer PCM is scaled to [-1, 1) by the full scale of its type.
 _PCM_SCALE = {np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 _MAX_CHANNELS = 8
+# Float audio is in [-1, 1]; a little more happens (resampling, gain), integer PCM stored as floats reaches 32767.
+_MAX_FLOAT_PEAK = 8.0
+# Sampling rates a waveform can plausibly have; a smaller one (e.g. 1) would be resampled into hours of audio.
+_MIN_SAMPLING_RATE, _MAX_SAMPLING_RATE = 4_000, 384_000
 
 
 class HubertFrontEnd:
@@ -257,7 +261,9 @@ def load_audio(item: AudioItem, sampling_rate: int | None = None) -> np.ndarray:
             raise ValueError(f"cannot read {item!r} as audio (unknown or unsupported format): {error}") from error
         wave = wave.T  # (channels, samples)
     elif isinstance(item, torch.Tensor):
-        wave = item.detach().cpu().numpy()
+        # numpy has no bfloat16: half-precision audio is widened to float32, which is exact.
+        wave = item.detach().cpu()
+        wave = (wave.float() if wave.dtype in (torch.bfloat16, torch.float16) else wave).numpy()
     elif isinstance(item, np.ndarray):
         wave = item
     else:
@@ -281,10 +287,19 @@ def load_audio(item: AudioItem, sampling_rate: int | None = None) -> np.ndarray:
         raise ValueError("audio is empty")
     if not np.isfinite(wave).all():
         raise ValueError("audio contains NaN or infinite samples")
+    peak = float(np.abs(wave).max())
+    if peak > _MAX_FLOAT_PEAK:
+        raise ValueError(
+            f"float audio must lie in [-1, 1], got a peak of {peak:g}: this looks like integer PCM stored as floats; "
+            "divide it by 32768 (16-bit) or pass it as an int16 array"
+        )
 
     sampling_rate = SAMPLING_RATE if sampling_rate is None else int(sampling_rate)
-    if sampling_rate <= 0:
-        raise ValueError(f"sampling_rate must be positive, got {sampling_rate}")
+    if not _MIN_SAMPLING_RATE <= sampling_rate <= _MAX_SAMPLING_RATE:
+        raise ValueError(
+            f"sampling_rate={sampling_rate} Hz is outside [{_MIN_SAMPLING_RATE}, {_MAX_SAMPLING_RATE}]: it is the rate "
+            "of the samples passed (e.g. 16000, 22050, 44100); the audio is resampled to 16 kHz"
+        )
     if sampling_rate != SAMPLING_RATE:
         gcd = math.gcd(SAMPLING_RATE, sampling_rate)
         wave = resample_poly(wave, SAMPLING_RATE // gcd, sampling_rate // gcd)
@@ -448,6 +463,8 @@ class SpeechTokenizer:
 
     def _encode(self, waves: list[np.ndarray], batch_size: int, progress: bool, quantize: bool) -> list[Any]:
         """Chunks, batches (longest first, to limit padding), runs the front end, reassembles."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         pieces = [(owner, chunk) for owner, wave in enumerate(waves) for chunk in self._chunks(wave)]
         order = sorted(range(len(pieces)), key=lambda i: -len(pieces[i][1]))
         outputs: list[Any] = [None] * len(pieces)
