@@ -34,6 +34,12 @@ def setup():
     return model, examples, reference_sgd_step(copy.deepcopy(model), examples)
 
 
+@pytest.fixture(scope="module")
+def plain_loss(setup) -> float:
+    model, examples, _ = setup
+    return model(**SmolTolkDataCollator(model.config)(examples)).loss.item()
+
+
 def test_plain_forward_loss_is_the_per_batch_rule(setup):
     model, examples, _ = setup
     batch = SmolTolkDataCollator(model.config)(examples)
@@ -50,11 +56,12 @@ def test_plain_forward_loss_is_the_per_batch_rule(setup):
 
 
 @pytest.mark.parametrize("accumulation", [1, 2, 4])
-def test_gradient_accumulation_gives_the_step_of_one_batch(setup, accumulation, tmp_path):
+def test_gradient_accumulation_gives_the_step_of_one_batch(setup, plain_loss, accumulation, tmp_path):
     model, examples, expected = setup
     trainer = one_sgd_step(copy.deepcopy(model), examples, str(tmp_path), GLOBAL_BATCH // accumulation, accumulation)
     assert trainer.state.global_step == 1
     assert max_difference(trainer.model, expected) <= TOLERANCE
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(plain_loss, rel=1e-6)  # the logged loss is it too
 
 
 WORKER = """

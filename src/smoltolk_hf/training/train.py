@@ -9,6 +9,7 @@ model:            # exactly one of from_text_model / from_pretrained / preset
   preset: smoltolk-150m     # with from_text_model: that preset's speech settings (adapters, pooling, beta, RoPE)
   num_speech_units: 500
   overrides: {}             # any SmolTolkConfig field
+  speech_tokenizer: PATH    # optional: a SpeechTokenizer folder, saved in the run's processor
 data:
   context_length: 2048
   interleaved: [{path: units/libriheavy}]        # unit datasets (smoltolk tokenize), on disk
