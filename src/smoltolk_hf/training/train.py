@@ -270,7 +270,7 @@ def run_training(
     config: str | os.PathLike | dict[str, Any], resume: str | bool = False, overwrite: bool = False
 ) -> SmolTolkTrainer:
     """Trains as configured (resuming from `resume`: a checkpoint folder, or True for the newest complete one in
-    `output_dir`) and saves the final model and tokenizer to `output_dir`.
+    `output_dir`) and saves the final model and processor to `output_dir`.
 
     A new run (no `resume`) refuses an `output_dir` that holds another run's model or checkpoints unless
     `overwrite`, which deletes that run's checkpoints before training (see `checkpoints.check_output_dir`).
