@@ -16,9 +16,12 @@ import sys
 import pytest
 import torch
 from helpers import GLOBAL_BATCH, entropy_model, one_sgd_step, padded_examples, reference_sgd_step
+from transformers import TrainingArguments
 
 from smoltolk_hf.data.collator import SmolTolkDataCollator
 from smoltolk_hf.modeling_smoltolk import loss_normalizers
+from smoltolk_hf.training import TwoStageSchedule
+from smoltolk_hf.training.trainer import SmolTolkTrainer
 
 TOLERANCE = 1e-6
 
@@ -101,3 +104,24 @@ def test_two_processes_give_the_step_of_one_batch(setup, accumulation, tmp_path)
         assert report["world_size"] == 2
         difference = max((torch.tensor(w) - expected[name]).abs().max().item() for name, w in report["weights"].items())
         assert difference <= TOLERANCE, (rank, difference)
+
+
+class DataParallelArguments(TrainingArguments):
+    """Arguments as the Trainer sees them on a 2-GPU machine without a launcher (torch DataParallel)."""
+
+    @property
+    def n_gpu(self) -> int:
+        return 2
+
+
+def test_data_parallel_is_refused_with_a_clear_message(setup, tmp_path):
+    model, examples, _ = setup
+    args = DataParallelArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="one process per GPU"):
+        SmolTolkTrainer(
+            model=model,
+            args=args,
+            train_dataset=examples,
+            data_collator=SmolTolkDataCollator(model.config),
+            schedule=TwoStageSchedule(stage1_steps=0, warmup_steps=0),
+        )

@@ -108,6 +108,12 @@ class SmolTolkTrainer(Trainer):
 
     def __init__(self, *args: Any, schedule: TwoStageSchedule, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        if self.args.n_gpu > 1:
+            raise ValueError(
+                f"SmolTolkTrainer does not run torch DataParallel ({self.args.n_gpu} GPUs in one process): its loss "
+                "normalisation counts each process's batch. Launch one process per GPU (torchrun or accelerate "
+                "launch), or make one GPU visible (CUDA_VISIBLE_DEVICES)."
+            )
         warning = single_process_launch(self.args)
         if warning is not None:
             logger.warning(warning)
