@@ -14,6 +14,8 @@ import yaml
 from helpers import DATA_NUM_UNITS, tiny_model_and_processor, tiny_training_config, write_assets
 
 from smoltolk_hf.cli import main
+from smoltolk_hf.training import build_trainer, load_config
+from smoltolk_hf.training.config import parse_overrides
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -133,6 +135,74 @@ CASES = [
 def test_commands_refuse(argv, fragments, tmp_path, capsys):
     status, err = run_cli(argv(tmp_path), capsys)
     assert_user_error(status, err, fragments)
+
+
+def set_in(config: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        config = config[int(part)] if isinstance(config, list) else config.setdefault(part, {})
+    config[last] = value
+
+
+# (case id, {dotted key: value} set in the tiny YAML, extra arguments, fragments of the error line)
+TRAIN_CASES = [
+    (
+        "misspelt model override",
+        {"model.overrides": {"num_hidden_layer": 2}},
+        [],
+        ["model", "overrides.num_hidden_layer", "did you mean 'num_hidden_layers'"],
+    ),
+    ("misspelt data entry key", {"data.text.0.wieght": 0.5}, [], ["data.text.0.wieght", "did you mean 'weight'"]),
+    ("unknown data key", {"data.contxt_length": 64}, [], ["data.contxt_length", "did you mean 'context_length'"]),
+    ("unknown section", {"trainig": {}}, [], ["trainig", "did you mean 'training'"]),
+    ("misspelt Trainer option", {"training.learning_rat": 0.1}, [], ["training.learning_rat", "'learning_rate'"]),
+    ("quoted int", {"model.num_speech_units": "20"}, [], ["model.num_speech_units", "int", "'20'"]),
+    ("quoted bool override", {"model.overrides": {"use_layer_pooling": "false"}}, [], ["use_layer_pooling", "bool"]),
+    ("data entry without path", {"data.speech": [{"name": "x"}]}, [], ["data.speech.0 needs path"]),
+    (
+        "misspelt field on the command line",
+        {},
+        ["--training.learnin_rate", "1e-4"],
+        ["training.learnin_rate", "did you mean 'learning_rate'"],
+    ),
+    ("argument without a section", {}, ["--lr", "1e-4"], ["'--lr'", "--SECTION.FIELD VALUE"]),
+    ("override without a value", {}, ["--training.seed"], ["--training.seed needs a value"]),
+    ("list index out of range", {}, ["--data.text.5.weight", "1"], ["--data.text.5", "0 to 0"]),
+]
+
+
+@pytest.mark.parametrize("edits, extra, fragments", [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])
+def test_train_refuses(assets, tmp_path, capsys, edits, extra, fragments):
+    config = tiny_training_config(assets, str(tmp_path / "run"), max_steps=1)
+    for key, value in edits.items():
+        set_in(config, key, value)
+    status, err = run_cli(["train", write_config(config, tmp_path / "train.yaml"), *extra], capsys)
+    assert_user_error(status, err, fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_invalid_yaml(tmp_path, capsys):
+    path = tmp_path / "train.yaml"
+    path.write_text("model:\n  from_text_model: [unclosed\ndata: {}\n")
+    status, err = run_cli(["train", str(path)], capsys)
+    assert_user_error(status, err, [str(path), "not valid YAML", "line"])
+
+
+def test_command_line_overrides_set_any_field(assets, tmp_path):
+    config = tiny_training_config(assets, str(tmp_path / "run"))
+    overrides = parse_overrides(
+        ["--training.learning_rate", "1e-4", f"--training.output_dir={tmp_path / 'other'}", "--data.text.0.weight", "2"]
+    )
+    loaded = load_config(config, overrides)
+    assert loaded.training["learning_rate"] == 1e-4 and loaded.training["output_dir"] == str(tmp_path / "other")
+    assert loaded.data.text[0].weight == 2.0
+    assert build_trainer(config, overrides).args.learning_rate == 1e-4
+
+
+def test_yaml_floats_without_a_dot_are_floats(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("model: {preset: smoltolk-150m, tokenizer: x}\ndata: {}\ntraining: {learning_rate: 3e-4}\n")
+    assert load_config(str(path)).training["learning_rate"] == 3e-4
 
 
 def test_tiny_run_has_the_configured_units(finished_run):

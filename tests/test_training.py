@@ -190,19 +190,19 @@ def test_cli_trains_from_yaml(assets, tmp_path, capsys):
 @pytest.mark.parametrize(
     "change, where, message",
     [
-        (lambda c, a, t: c["data"].update(speech=[str(t / "no_units")]), "data.speech[0] (", "column(s) ['units']"),
+        (lambda c, a, t: c["data"].update(speech=[str(t / "no_units")]), "data.speech.0 (", "column(s) ['units']"),
         (
             lambda c, a, t: c["data"].update(text=[{"path": "parquet", "data_files": str(t / "empty.parquet")}]),
-            "data.text[0] (",
+            "data.text.0 (",
             "no data",
         ),
-        (lambda c, a, t: c["data"].update(interleaved=[str(t / "unaligned")]), "data.interleaved[0] (", "no usable"),
-        (lambda c, a, t: c["data"].update(context_length=1), "data.speech[0] (", "too short"),
-        (lambda c, a, t: c["data"].update(speech=[str(t / "missing")]), "data.speech[0] (", "missing"),
+        (lambda c, a, t: c["data"].update(interleaved=[str(t / "unaligned")]), "data.interleaved.0 (", "no usable"),
+        (lambda c, a, t: c["data"].update(context_length=1), "data.speech.0 (", "too short"),
+        (lambda c, a, t: c["data"].update(speech=[str(t / "missing")]), "data.speech.0 (", "missing"),
         (lambda c, a, t: c["data"].update(interleaved=[]), "", "stage 1 needs interleaved"),
         (lambda c, a, t: c["training"].pop("max_steps"), "", "max_steps"),
         (lambda c, a, t: c["model"].update(from_pretrained=a["backbone"]), "", "exactly one of"),
-        (lambda c, a, t: c.update(optimizer={}), "", "Unknown config section"),
+        (lambda c, a, t: c.update(optimizer={}), "", "optimizer is not a valid key"),
     ],
 )
 def test_bad_configs_fail_with_a_clear_message(assets, tmp_path, capsys, change, where, message):

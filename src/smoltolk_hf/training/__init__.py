@@ -3,16 +3,21 @@
 - `optim`: parameter roles and groups, `TwoStageSchedule` (the stage-1 trapezoid and stage-2 constant rates);
 - `callback`: `TwoStageCallback` (stage/data agreement, exact resume of the data position, tokens seen);
 - `trainer`: `SmolTolkTrainer` (optimizer groups, frozen backbone in stage 1, separate loss logging);
-- `train`: the `smoltolk train CONFIG` entry point and its YAML format.
+- `config`: the typed training configuration (`TrainConfig`: the YAML's sections as dataclasses, strict keys,
+  command-line overrides);
+- `checkpoints`: which checkpoints are complete, and what a new run may replace;
+- `train`: the `smoltolk train CONFIG` entry point.
 """
 
 from .callback import TwoStageCallback
 from .optim import TwoStageSchedule, parameter_groups, parameter_role, two_stage_scheduler
-from .train import build_trainer, cli_train, load_config, run_training
+from .config import TrainConfig, load_config
+from .train import build_trainer, cli_train, run_training
 from .trainer import SmolTolkTrainer, mixture_stream
 
 __all__ = [
     "SmolTolkTrainer",
+    "TrainConfig",
     "TwoStageCallback",
     "TwoStageSchedule",
     "build_trainer",

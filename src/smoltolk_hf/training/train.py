@@ -1,14 +1,16 @@
-"""`smoltolk train CONFIG [--resume [CHECKPOINT]]`: two-stage SmolTolk training from one YAML file.
+"""`smoltolk train CONFIG [--resume [CHECKPOINT]] [--overwrite] [--SECTION.FIELD VALUE ...]`: two-stage SmolTolk
+training from one YAML file.
 
-The file has four sections (`examples/configs/` has one per paper size and a tiny CPU one; `docs/training.md`
-describes every key):
+The file has four sections, read into the dataclasses of `training.config` (`examples/configs/` has one per paper
+size and a tiny CPU one; `docs/training.md` describes every key). An unknown key anywhere is an error that names
+the closest valid one, and every field can be overridden on the command line, e.g. `--training.learning_rate 1e-4`:
 
 ```yaml
 model:            # exactly one of from_text_model / from_pretrained / preset
   from_text_model: HuggingFaceTB/SmolLM-135M   # a Llama-architecture text LM (path, Hub id or "embedded")
   preset: smoltolk-150m     # with from_text_model: that preset's speech settings (adapters, pooling, beta, RoPE)
   num_speech_units: 500
-  overrides: {}             # any SmolTolkConfig field
+  overrides: {}             # any SmolTolkConfig field (checked)
   speech_tokenizer: PATH    # optional: a SpeechTokenizer folder, saved in the run's processor
 data:
   context_length: 2048
@@ -30,11 +32,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import datasets
 import torch
-import yaml
 from transformers import AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase, TrainingArguments, set_seed
 from transformers.utils import logging
 
@@ -47,12 +49,11 @@ from ..processing_smoltolk import PROCESSOR_CONFIG_NAME, SmolTolkProcessor
 from ..tokenization_speech import SpeechTokenizer
 from .callback import total_train_batch_size
 from .checkpoints import check_output_dir, remove_checkpoints
-from .optim import TwoStageSchedule
+from .config import DataSection, DatasetEntry, ModelSection, TrainConfig, load_config, parse_overrides
 from .trainer import SmolTolkTrainer, dispatches_batches, mixture_stream
 
 logger = logging.get_logger(__name__)
 
-SECTIONS = ("model", "data", "stages", "training")
 # Paper section 4.1 and appendix A; `training` entries override them. bf16 "auto": where the hardware has it.
 RECIPE: dict[str, Any] = {
     "learning_rate": 3e-4,
@@ -80,20 +81,6 @@ _PRESET_SPEECH_FIELDS = (
 _PRESET_BACKBONE_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
 
 
-def load_config(config: str | os.PathLike | dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Reads a training YAML (or takes a dict of the same shape) and checks its sections."""
-    if not isinstance(config, dict):
-        with open(config) as f:
-            config = yaml.safe_load(f) or {}
-    unknown = set(config) - set(SECTIONS)
-    if unknown:
-        raise ValueError(f"Unknown config section(s) {sorted(unknown)}; expected {list(SECTIONS)}.")
-    for section in ("model", "data", "training"):
-        if not isinstance(config.get(section), dict):
-            raise TypeError(f"The config needs a `{section}:` section (a mapping).")
-    return {section: dict(config.get(section) or {}) for section in SECTIONS}
-
-
 def training_arguments(training: dict[str, Any]) -> TrainingArguments:
     """`TrainingArguments` from the paper's recipe updated with `training`; needs `output_dir` and `max_steps`."""
     kwargs = {**RECIPE, **training}
@@ -105,32 +92,21 @@ def training_arguments(training: dict[str, Any]) -> TrainingArguments:
     return TrainingArguments(**kwargs)
 
 
-def build_model(spec: dict[str, Any]) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
+def build_model(spec: ModelSection) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
     """The model and processor of a `model:` section (see the module docstring): the text tokenizer (`tokenizer:`,
     else the source model's), the speech tokenizer (`speech_tokenizer:`, a `SpeechTokenizer` folder; else the one of
     a `from_pretrained` folder's processor, if any) and the model's id layout. The Trainer saves it with the model
     in every checkpoint and in `output_dir`."""
-    spec = dict(spec)
-    tokenizer_path = spec.pop("tokenizer", None)
-    speech_tokenizer_path = spec.pop("speech_tokenizer", None)
-    attn = {"attn_implementation": spec.pop("attn_implementation")} if "attn_implementation" in spec else {}
-    num_units, overrides, preset = (
-        spec.pop("num_speech_units", 500),
-        spec.pop("overrides", {}),
-        spec.pop("preset", None),
-    )
-    sources = {key: spec.pop(key) for key in ("from_text_model", "from_pretrained") if key in spec}
-    if spec:
-        raise ValueError(f"Unknown model key(s) {sorted(spec)}.")
-    if len(sources) > 1 or not (sources or preset):
-        raise ValueError("model: give exactly one of from_text_model, from_pretrained or preset.")
+    tokenizer_path, preset, overrides = spec.tokenizer, spec.preset, dict(spec.overrides)
+    attn = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
+    num_units = spec.num_speech_units
 
-    if "from_pretrained" in sources:
-        model = SmolTolkForCausalLM.from_pretrained(sources["from_pretrained"], **attn)
-        tokenizer_path = tokenizer_path or sources["from_pretrained"]
+    if spec.from_pretrained:
+        model = SmolTolkForCausalLM.from_pretrained(spec.from_pretrained, **attn)
+        tokenizer_path = tokenizer_path or spec.from_pretrained
         tokenizer = None
-    elif "from_text_model" in sources:
-        source = sources["from_text_model"]
+    elif spec.from_text_model:
+        source = spec.from_text_model
         if source == "embedded":
             from ..backbones import load_embedded_backbone
 
@@ -156,10 +132,10 @@ def build_model(spec: dict[str, Any]) -> tuple[SmolTolkForCausalLM, SmolTolkProc
     if tokenizer_path is not None:
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
     speech_tokenizer = None
-    if speech_tokenizer_path is not None:
-        speech_tokenizer = SpeechTokenizer.from_pretrained(speech_tokenizer_path)
-    elif "from_pretrained" in sources:
-        source = sources["from_pretrained"]
+    if spec.speech_tokenizer is not None:
+        speech_tokenizer = SpeechTokenizer.from_pretrained(spec.speech_tokenizer)
+    elif spec.from_pretrained:
+        source = spec.from_pretrained
         if os.path.isfile(os.path.join(source, PROCESSOR_CONFIG_NAME)):  # a run's folder: keep its speech tokenizer
             speech_tokenizer = SmolTolkProcessor.from_pretrained(source).speech_tokenizer
     return model, SmolTolkProcessor.from_config(tokenizer, speech_tokenizer, model.config)
@@ -180,21 +156,19 @@ def _preset_speech_settings(preset: str, text_config: Any) -> dict[str, Any]:
     return {field: getattr(preset_config, field) for field in _PRESET_SPEECH_FIELDS}
 
 
-def load_dataset_spec(spec: str | dict[str, Any]) -> datasets.Dataset:
-    """A dataset from `path` (a `save_to_disk` folder, or anything `datasets.load_dataset` takes with `name`,
-    `split` (default "train") and `data_files`)."""
-    spec = {"path": spec} if isinstance(spec, str) else spec
-    path, split = os.fspath(spec["path"]), spec.get("split", "train")
+def load_dataset_spec(spec: DatasetEntry) -> datasets.Dataset:
+    """The dataset of a data entry: a `save_to_disk` folder, or anything `datasets.load_dataset` takes."""
+    path, split = os.fspath(spec.path), spec.split
     if os.path.isdir(path) and any(
         os.path.isfile(os.path.join(path, name)) for name in ("state.json", "dataset_dict.json")
     ):
         dataset = datasets.load_from_disk(path)
         return dataset[split] if isinstance(dataset, datasets.DatasetDict) else dataset
-    return datasets.load_dataset(path, name=spec.get("name"), split=split, data_files=spec.get("data_files"))
+    return datasets.load_dataset(path, name=spec.name, split=split, data_files=spec.data_files)
 
 
 def build_mixture(
-    data: dict[str, Any],
+    data: DataSection,
     config: SmolTolkConfig,
     tokenizer: PreTrainedTokenizerBase | None,
     args: TrainingArguments,
@@ -205,15 +179,13 @@ def build_mixture(
     Errors from the sample builders (a missing column, an empty dataset, a context too short) name the
     dataset they come from.
     """
-    data = dict(data)
-    context_length = data.pop("context_length", 2048)
-    seed = data.pop("seed", 0)
-    run_lengths = {key: tuple(data.pop(key)) for key in ("text_words", "speech_words") if key in data}
-    specs = {modality: data.pop(modality, None) or [] for modality in ("speech", "text", "interleaved")}
-    if data:
-        raise ValueError(f"Unknown data key(s) {sorted(data)}.")
+    context_length = data.context_length
+    run_lengths = {
+        key: tuple(getattr(data, key)) for key in ("text_words", "speech_words") if getattr(data, key) is not None
+    }
+    specs = {modality: getattr(data, modality) for modality in ("speech", "text", "interleaved")}
 
-    def builder(modality: str, spec: str | dict[str, Any]) -> PackedSampleBuilder:
+    def builder(modality: str, spec: DatasetEntry) -> PackedSampleBuilder:
         dataset = load_dataset_spec(spec)
         if modality == "speech":
             return SpeechSampleBuilder(dataset, config, context_length)
@@ -225,12 +197,12 @@ def build_mixture(
     for modality, entries in specs.items():
         builders[modality] = []
         for index, spec in enumerate(entries):
-            where = f"data.{modality}[{index}] ({spec['path'] if isinstance(spec, dict) else spec})"
+            where = f"data.{modality}.{index} ({spec.path})"
             try:
                 builders[modality].append(builder(modality, spec))
             except (ValueError, FileNotFoundError) as error:
                 raise ValueError(f"{where}: {error}") from error
-        entry_weights = [spec.get("weight") if isinstance(spec, dict) else None for spec in entries]
+        entry_weights = [spec.weight for spec in entries]
         if any(w is not None for w in entry_weights):
             weights[modality] = [b.size if w is None else w for w, b in zip(entry_weights, builders[modality])]
 
@@ -240,7 +212,7 @@ def build_mixture(
     return SmolTolkMixture(
         **builders,
         weights=weights,
-        seed=seed,
+        seed=data.seed,
         stage1_samples=stage1_steps * total_train_batch_size(args),
         rank=rank,
         world_size=world_size,
@@ -248,14 +220,17 @@ def build_mixture(
     )
 
 
-def build_trainer(config: str | os.PathLike | dict[str, Any]) -> SmolTolkTrainer:
-    """A ready `SmolTolkTrainer` for a training config (YAML path or dict)."""
-    config = load_config(config)
-    args = training_arguments(config["training"])
-    schedule = TwoStageSchedule(**config["stages"])
+def build_trainer(
+    config: str | os.PathLike | dict[str, Any] | TrainConfig, overrides: Sequence[tuple[str, Any]] = ()
+) -> SmolTolkTrainer:
+    """A ready `SmolTolkTrainer` for a training config (YAML path, dict or `TrainConfig`) with `overrides`
+    (`(dotted key, value)` pairs, see `training.config`)."""
+    config = load_config(config, overrides)
+    args = training_arguments(config.training)
+    schedule = config.stages
     set_seed(args.seed)  # the fresh speech parameters are initialised here, before the Trainer seeds
-    model, processor = build_model(config["model"])
-    mixture = build_mixture(config["data"], model.config, processor.tokenizer, args, schedule.stage1_steps)
+    model, processor = build_model(config.model)
+    mixture = build_mixture(config.data, model.config, processor.tokenizer, args, schedule.stage1_steps)
     return SmolTolkTrainer(
         model=model,
         args=args,
@@ -267,7 +242,10 @@ def build_trainer(config: str | os.PathLike | dict[str, Any]) -> SmolTolkTrainer
 
 
 def run_training(
-    config: str | os.PathLike | dict[str, Any], resume: str | bool = False, overwrite: bool = False
+    config: str | os.PathLike | dict[str, Any] | TrainConfig,
+    resume: str | bool = False,
+    overwrite: bool = False,
+    overrides: Sequence[tuple[str, Any]] = (),
 ) -> SmolTolkTrainer:
     """Trains as configured (resuming from `resume`: a checkpoint folder, or True for the newest complete one in
     `output_dir`) and saves the final model and processor to `output_dir`.
@@ -275,7 +253,7 @@ def run_training(
     A new run (no `resume`) refuses an `output_dir` that holds another run's model or checkpoints unless
     `overwrite`, which deletes that run's checkpoints before training (see `checkpoints.check_output_dir`).
     """
-    trainer = build_trainer(config)
+    trainer = build_trainer(config, overrides)
     check_output_dir(trainer.args.output_dir, resume, overwrite)
     if overwrite and trainer.is_world_process_zero():
         for folder in remove_checkpoints(trainer.args.output_dir):
@@ -286,8 +264,17 @@ def run_training(
 
 
 def cli_train(argv: list[str] | None = None) -> int:
-    """`smoltolk train CONFIG [--resume [CHECKPOINT]]`; configuration errors are reported in one line."""
-    parser = argparse.ArgumentParser(prog="smoltolk train", description="Two-stage SmolTolk training (HF Trainer).")
+    """`smoltolk train CONFIG [--resume [CHECKPOINT]] [--overwrite] [--SECTION.FIELD VALUE ...]`; configuration
+    errors are reported in one line."""
+    parser = argparse.ArgumentParser(
+        prog="smoltolk train",
+        usage="%(prog)s CONFIG [--resume [CHECKPOINT]] [--overwrite] [--SECTION.FIELD VALUE ...]",
+        description="Two-stage SmolTolk training (HF Trainer).",
+        epilog="Any field of the YAML can be overridden: --SECTION.FIELD VALUE or --SECTION.FIELD=VALUE, dots for "
+        "nested keys and list indexes, values read as YAML. Examples: --training.learning_rate 1e-4 "
+        "--training.output_dir runs/lr1e-4 --model.overrides.entropy_beta 0.01 --data.text.0.weight 0.5. "
+        "Unknown keys are an error that names the closest valid one.",
+    )
     parser.add_argument("config", help="training YAML (sections model, data, stages, training)")
     parser.add_argument(
         "--resume",
@@ -302,9 +289,9 @@ def cli_train(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start a new run in an output_dir that holds another run (its checkpoints are deleted first)",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
     try:
-        run_training(args.config, resume=args.resume, overwrite=args.overwrite)
+        run_training(args.config, resume=args.resume, overwrite=args.overwrite, overrides=parse_overrides(rest))
     except (ValueError, TypeError, FileNotFoundError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
