@@ -8,6 +8,7 @@ found.
 from __future__ import annotations
 
 import os
+import pickle
 
 import pytest
 import yaml
@@ -126,8 +127,28 @@ def test_export_into_a_new_folder(model_dir, tmp_path):
     assert (tmp_path / "new" / "out" / "model.safetensors").is_file()
 
 
+def written(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
 CASES = [
     ("export of a missing model folder", lambda t: ["export", str(t / "missing"), str(t / "out")], ["missing"]),
+    (
+        "convert-authors: a missing file",
+        lambda t: ["convert-authors", str(t / "missing.pt"), str(t / "out")],
+        ["No checkpoint file", "missing.pt"],
+    ),
+    (
+        "convert-authors: not a torch file",
+        lambda t: ["convert-authors", written(t / "junk.pt", b"hello world"), str(t / "out")],
+        ["junk.pt", "not a file written by torch.save"],
+    ),
+    (
+        "convert-authors: a plain pickle",
+        lambda t: ["convert-authors", written(t / "plain.pt", pickle.dumps({"model": {}})), str(t / "out")],
+        ["plain.pt", "never unpickles"],
+    ),
 ]
 
 

@@ -189,8 +189,8 @@ def test_cli(tmp_path, capsys):
     sizes = json.dumps(TINY_SIZES)
     assert cli_convert_authors([str(path), str(tmp_path / "hf"), "--dtype", "float32", "--backbone-sizes", sizes]) == 0
     assert SmolTolkForCausalLM.from_pretrained(tmp_path / "hf").dtype == torch.float32
-    # A known-format error is reported as a message and exit status 1, not a traceback.
-    assert cli_convert_authors([str(path), str(tmp_path / "other")]) == 1
+    # A known-format error is reported as a message and exit status 2, not a traceback.
+    assert cli_convert_authors([str(path), str(tmp_path / "other")]) == 2
 
 
 def test_processor_is_saved_with_the_model(tmp_path, caplog):
@@ -278,3 +278,11 @@ def test_modeling_script_runs_the_same_converter(tmp_path, monkeypatch, caplog):
     assert exit_info.value.code == 0
     assert "Dropping the bop/eop rows" in caplog.text
     assert SmolTolkForCausalLM.from_pretrained(tmp_path / "hf").dtype == torch.bfloat16
+
+
+def test_legacy_torch_save_format_converts(tmp_path):
+    """Files in the pre-zip torch.save format cannot be memory-mapped; they are read whole instead."""
+    path = tmp_path / "legacy.pt"
+    torch.save(make_authors_checkpoint(VARIANTS["no_adapters"]), path, _use_new_zipfile_serialization=False)
+    convert_authors_checkpoint(path, tmp_path / "hf", backbone_sizes=TINY_SIZES, dtype=torch.float32)
+    assert SmolTolkForCausalLM.from_pretrained(tmp_path / "hf").config.num_input_adapter_layers == 0

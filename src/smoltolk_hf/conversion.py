@@ -29,7 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import pickle
+import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,15 +97,24 @@ def load_authors_checkpoint(checkpoint_path: str | Path) -> dict[str, Any]:
     would need arbitrary unpickling (`weights_only=False`, e.g. a pickled custom class) are refused: loading them
     can run code from the file.
     """
+    if not os.path.isfile(checkpoint_path):
+        raise FileNotFoundError(f"No checkpoint file at {os.fspath(checkpoint_path)!r}.")
     try:
         # mmap: the file also holds the optimizer state (several times the model's size); only touched pages load.
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        # The legacy (pre-zip) torch.save format cannot be memory-mapped and is read whole.
+        zipped = zipfile.is_zipfile(checkpoint_path)
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"{checkpoint_path} holds objects other than plain data (tensors, numbers, strings, lists, dicts, dtypes), "
-            f"so it cannot be read with torch.load(weights_only=True): {err}\nThe authors' trainer writes plain data "
-            "only; this file was changed or comes from another source. This converter never unpickles code "
-            "(weights_only=False), since that can run arbitrary code from the file."
+            "so it cannot be read with torch.load(weights_only=True). The authors' trainer writes plain data only; "
+            "this file was changed or comes from another source (a plain pickle is not a torch.save file either). "
+            "This converter never unpickles code (weights_only=False), since that can run arbitrary code from the file."
+        ) from err
+    except (RuntimeError, EOFError, KeyError) as err:  # what torch's loaders raise on bytes of another format
+        raise ValueError(
+            f"{checkpoint_path} is not a file written by torch.save (a plain pickle, a truncated download or another "
+            f"format?), so it cannot be read as a checkpoint: {err}"
         ) from err
     if not isinstance(checkpoint, Mapping) or "model" not in checkpoint or "model_args" not in checkpoint:
         found = sorted(checkpoint) if isinstance(checkpoint, Mapping) else type(checkpoint).__name__
@@ -397,8 +409,8 @@ def cli_convert_authors(argv: Sequence[str] | None = None) -> int:
             backbone_sizes=args.backbone_sizes,
         )
     except ValueError as err:
-        logger.error("error: %s", err)
-        return 1
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(output_dir)
     return 0
 
