@@ -12,10 +12,10 @@ callback checks that the two agree, announces the switch, and makes resuming exa
   process cannot see); the Trainer's own batch skipping must be off (`ignore_data_skip=True`, which
   `SmolTolkTrainer` sets), or the consumed batches would be skipped twice.
 - `on_save` writes `smoltolk_state.json` into each checkpoint, last (under a temporary name, then renamed), so that
-  its presence marks a checkpoint the Trainer wrote to the end (`checkpoints.is_complete`): the mixture state (seed, `stage1_samples`,
-  world size, position) and the tokens seen per modality. Resuming from that checkpoint validates the mixture
-  settings against it (a changed seed, stage length, batch geometry or world size is refused) and restores
-  the token counters.
+  its presence marks a checkpoint the Trainer wrote to the end (`checkpoints.is_complete`): the mixture state
+  (seed, `stage1_samples`, world size, position) and the tokens seen per modality. Resuming from that checkpoint
+  validates the mixture settings against it (a changed seed, stage length, batch geometry or world size is
+  refused) and restores the token counters.
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ class SmolTolkTrainer(Trainer):
             raise ValueError(
                 f"Cannot resume from {resume_from_checkpoint}: it has no {STATE_NAME}, which a SmolTolk run writes "
                 "last, so it was interrupted while being written (or is not a SmolTolk checkpoint). "
-                + (f"Resume from {newest}, the newest complete one." if newest else "There is no complete one next to it.")
+                + (f"Resume from {newest}, the newest complete one." if newest else "No complete one is next to it.")
             )
         if self.two_stage is not None:
             self.two_stage.resume_from = resume_from_checkpoint or None
