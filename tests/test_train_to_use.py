@@ -44,6 +44,7 @@ def test_the_run_and_its_checkpoints_hold_model_and_processor(run_dir):
         assert isinstance(processor, SmolTolkProcessor)
         assert processor.speech_tokenizer is not None and processor.speech_tokenizer.n_units == DATA_NUM_UNITS
         check_processor_layout(processor, model.config)  # raises on any id that disagrees
+        assert list(processor(text="w1 w2")) == processor.model_input_names  # what the Trainer reads from it
 
 
 def test_pipeline_and_eval_take_the_run_folder(run_dir, tmp_path):

@@ -71,6 +71,8 @@ class SmolTolkProcessor(JointIdLayout, PushToHubMixin):
     """
 
     _auto_class: str | None = None
+    # What `__call__` returns, first the main input (read by the Trainer when it is the `processing_class`).
+    model_input_names = ["input_ids", "attention_mask"]
 
     def __init__(
         self,
