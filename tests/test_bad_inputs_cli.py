@@ -181,6 +181,13 @@ TRAIN_CASES = [
     ("quoted bool override", {"model.overrides": {"use_layer_pooling": "false"}}, [], ["use_layer_pooling", "bool"]),
     ("data entry without path", {"data.speech": [{"name": "x"}]}, [], ["data.speech.0 needs path"]),
     (
+        "preset ignored by from_pretrained",
+        {"model": {"from_pretrained": "run", "preset": "smoltolk-150m"}},
+        [],
+        ["preset='smoltolk-150m' would be ignored", "overrides"],
+    ),
+    ("two sources", {"model.from_pretrained": "run"}, [], ["exactly one of"]),
+    (
         "misspelt field on the command line",
         {},
         ["--training.learnin_rate", "1e-4"],

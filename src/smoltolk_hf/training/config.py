@@ -56,17 +56,21 @@ class ModelSection:
     preset: str | None = None
     tokenizer: str | None = None  # text tokenizer (default: the source model's)
     speech_tokenizer: str | None = None  # a SpeechTokenizer folder, saved with the processor
-    num_speech_units: int = 500
+    num_speech_units: int | None = None  # default 500; a from_pretrained folder keeps its own
     attn_implementation: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # any SmolTolkConfig field
 
     def __post_init__(self):
-        if (
-            self.from_text_model
-            and self.from_pretrained
-            or not (self.from_text_model or self.from_pretrained or self.preset)
-        ):
+        sources = [name for name in ("from_text_model", "from_pretrained") if getattr(self, name)]
+        if len(sources) > 1 or not (sources or self.preset):
             raise ValueError("give exactly one of from_text_model, from_pretrained or preset.")
+        ignored = {"preset": self.preset, "num_speech_units": self.num_speech_units}
+        for name, value in ignored.items():
+            if self.from_pretrained and value is not None:
+                raise ValueError(
+                    f"{name}={value!r} would be ignored: a from_pretrained folder keeps its own configuration "
+                    "(use overrides to change fields)."
+                )
         fields = [name for name in SmolTolkConfig.__dataclass_fields__ if not name.startswith("_")]
         for key in self.overrides:
             if key not in fields:
@@ -128,7 +132,8 @@ def _type_name(hint: Any) -> str:
 
 
 def _typed(value: Any, hint: Any, where: str) -> Any:
-    """`value` checked against the type `hint` (dataclasses built recursively); an int passes as a float."""
+    """`value` checked against the type `hint` (dataclasses built recursively); an int passes as a float and a
+    path object as a string, nothing else is converted."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
@@ -148,6 +153,8 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
         return from_mapping(hint, value, where)
     elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    elif hint is str and isinstance(value, os.PathLike):  # a path given in Python
+        return os.fspath(value)
     elif isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     raise ValueError(f"{where} must be {_type_name(hint)}, got {value!r} ({type(value).__name__}).")

@@ -99,10 +99,10 @@ def build_model(spec: ModelSection) -> tuple[SmolTolkForCausalLM, SmolTolkProces
     in every checkpoint and in `output_dir`."""
     tokenizer_path, preset, overrides = spec.tokenizer, spec.preset, dict(spec.overrides)
     attn = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
-    num_units = spec.num_speech_units
+    num_units = 500 if spec.num_speech_units is None else spec.num_speech_units
 
     if spec.from_pretrained:
-        model = SmolTolkForCausalLM.from_pretrained(spec.from_pretrained, **attn)
+        model = SmolTolkForCausalLM.from_pretrained(spec.from_pretrained, **attn, **overrides)
         tokenizer_path = tokenizer_path or spec.from_pretrained
         tokenizer = None
     elif spec.from_text_model:
