@@ -253,8 +253,10 @@ def run_training(
     A new run (no `resume`) refuses an `output_dir` that holds another run's model or checkpoints unless
     `overwrite`, which deletes that run's checkpoints before training (see `checkpoints.check_output_dir`).
     """
-    trainer = build_trainer(config, overrides)
-    check_output_dir(trainer.args.output_dir, resume, overwrite)
+    config = load_config(config, overrides)
+    # Checked before the model and data are built, so that a refused run costs nothing.
+    check_output_dir(training_arguments(config.training).output_dir, resume, overwrite)
+    trainer = build_trainer(config)
     if overwrite and trainer.is_world_process_zero():
         for folder in remove_checkpoints(trainer.args.output_dir):
             logger.warning(f"--overwrite: deleted {folder} of the replaced run.")
