@@ -24,6 +24,7 @@ from transformers import TrainingArguments
 
 from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
 from smoltolk_hf.training import run_training
+from smoltolk_hf.training.checkpoints import is_complete
 from smoltolk_hf.training.trainer import single_process_launch
 
 CONTEXT = 64  # tiny_training_config's context_length: every packed sample has it
@@ -108,13 +109,17 @@ def test_two_processes_step_together_in_both_data_modes(tmp_path):
 @pytest.mark.slow
 def test_accelerate_launch_runs_two_processes(tmp_path):
     assets = write_assets(str(tmp_path / "assets"))
-    config = tiny_training_config(assets, str(tmp_path / "accelerate" / "out"))
+    out = tmp_path / "accelerate" / "out"
+    config = tiny_training_config(assets, str(out), save_strategy="steps", save_steps=STEPS // 2)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", ACCELERATE_CPU]
     reports = launch(config, tmp_path / "accelerate", [*command, "--main_process_port", str(free_port())])
     assert [r["world_size"] for r in reports] == [2, 2] and [r["steps"] for r in reports] == [STEPS, STEPS]
     assert reports[0]["weights"] == reports[1]["weights"]
     assert [r["stream"] for r in reports] == [[0, 2], [1, 2]]
     assert [r["tokens_seen"] for r in reports] == [STEPS * 2 * BATCH * CONTEXT] * 2
+    # The completion marker comes after every process's part of the checkpoint.
+    checkpoint = out / f"checkpoint-{STEPS // 2}"
+    assert is_complete(checkpoint) and {"rng_state_0.pth", "rng_state_1.pth"} <= set(os.listdir(checkpoint))
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ import json
 import os
 from typing import Any
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.utils import logging
 
@@ -104,6 +105,8 @@ class TwoStageCallback(TrainerCallback):
             logger.info(f"Stage 2 from step {state.global_step}: everything trainable, full data mixture.")
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every process has written its part (its RNG state) before the marker
         if state.is_world_process_zero:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             path = os.path.join(folder, STATE_NAME)
