@@ -134,6 +134,7 @@ def written(path, data: bytes) -> str:
 
 CASES = [
     ("export of a missing model folder", lambda t: ["export", str(t / "missing"), str(t / "out")], ["missing"]),
+    ("export of an unknown Hub id", lambda t: ["export", "nobody/no-such-model", str(t / "out")], ["no-such-model"]),
     (
         "convert-authors: a missing file",
         lambda t: ["convert-authors", str(t / "missing.pt"), str(t / "out")],

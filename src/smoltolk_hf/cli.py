@@ -132,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What a user's input causes (a bad value, a missing or existing path): one `error: ...` line and exit status 2,
-# as argparse does for bad arguments, never a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+# What a user's input causes (a bad value; a missing, existing or unreadable path; a Hub id that cannot be found):
+# one `error: ...` line and exit status 2, as argparse does for bad arguments, never a traceback.
+USER_ERRORS = (ValueError, OSError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except USER_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)  # one line, however the message is wrapped
         return 2
 
 

@@ -184,7 +184,10 @@ class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
         wants_info = kwargs.pop("output_loading_info", False)
         source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
         _check_model_folder(source, has_config="config" in kwargs or len(args) > 1)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        try:
+            model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        except OSError as error:  # transformers' messages do not always say what was being loaded
+            raise OSError(f"Cannot load a model from {source!s}: {error}") from error
         for kind, consequence in (
             ("missing_keys", "lacks {count} weight(s) of {name}: {keys}. They would be randomly initialised."),
             ("unexpected_keys", "holds {count} weight(s) that {name} has no place for: {keys}. They would be dropped."),
