@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 import datasets
@@ -40,10 +41,13 @@ class Recorder(TrainerCallback):
     """Weights after each optimizer step and each group's learning rate during it."""
 
     def __init__(self):
-        self.snapshots, self.lrs, self.with_adam_state = {}, {}, {}
+        self.snapshots, self.lrs, self.with_adam_state, self.with_grad = {}, {}, {}, {}
 
-    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
         self.lrs[state.global_step] = {g["name"]: g["lr"] for g in optimizer.param_groups}
+        self.with_grad[state.global_step] = {  # after backward: parameters with a gradient / requiring one
+            name: (p.grad is not None, p.requires_grad) for name, p in model.named_parameters()
+        }
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
         self.snapshots[state.global_step] = weights(model)
@@ -106,6 +110,61 @@ def test_stage1_freezes_the_backbone_bit_for_bit_and_stage2_trains_it(two_stage_
     assert recorder.with_adam_state[STAGE1]["backbone"] == 0 < recorder.with_adam_state[STAGE1]["speech"]
     assert recorder.with_adam_state[STAGE1 + 1]["backbone"] > 0
     assert trainer.model.lm_head.weight is trainer.model.model.embed_tokens.weight
+
+
+def test_stage1_computes_no_backbone_gradient_but_the_input_adapter_gets_one(two_stage_run):
+    trainer, recorder, _ = two_stage_run
+    for step, params in recorder.with_grad.items():
+        for name, (has_grad, requires_grad) in params.items():
+            trained = step >= STAGE1 or parameter_role(name) != "backbone"
+            assert has_grad == requires_grad == trained, (step, name)
+    # through the frozen backbone: the input adapter sits below it
+    assert recorder.with_grad[0]["model.input_adapter.0.mlp.up_proj.weight"] == (True, True)
+    assert all(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_stage1_freezing_gives_the_weights_of_dropping_the_backbone_gradients(assets, two_stage_run, tmp_path):
+    """Reference: the previous semantics, with the backbone trainable and its stage-1 gradients dropped after
+    backward (the path `SmolTolkTrainer` keeps for wrapped models); the weights must match bit for bit."""
+    _, recorder, _ = two_stage_run
+    reference = build_trainer(tiny_training_config(assets, str(tmp_path)))
+    reference.training_step = functools.partial(training_step_of_wrapped_model, reference)
+    reference.train()
+    assert not reference._frozen and all(p.requires_grad for p in reference.model.parameters())
+    for name, value in weights(reference.model).items():
+        assert torch.equal(recorder.snapshots[STEPS][name], value), name
+
+
+def test_stage1_freezing_under_gradient_checkpointing_gives_the_same_weights(assets, two_stage_run, tmp_path):
+    """Checkpointed layers recompute their forward in backward; with the backbone frozen the gradient must still
+    reach the input adapter below them (their inputs require grad)."""
+    _, recorder, _ = two_stage_run
+    checkpointed = build_trainer(tiny_training_config(assets, str(tmp_path), gradient_checkpointing=True))
+    checkpointed.train()
+    assert checkpointed.model.is_gradient_checkpointing
+    for name, value in weights(checkpointed.model).items():
+        torch.testing.assert_close(value, recorder.snapshots[STEPS][name], msg=name)
+
+
+def test_resume_from_a_stage1_checkpoint_freezes_again(assets, two_stage_run, tmp_path):
+    _, straight, _ = two_stage_run
+    config = tiny_training_config(assets, str(tmp_path), max_steps=2, save_strategy="steps", save_steps=2)
+    run_training(config)
+    resumed = build_trainer(tiny_training_config(assets, str(tmp_path)))
+    recorder = Recorder()
+    resumed.add_callback(recorder)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert recorder.with_grad[2] == straight.with_grad[2] and recorder.with_grad[STAGE1] == straight.with_grad[STAGE1]
+    for name, value in weights(resumed.model).items():
+        assert torch.equal(straight.snapshots[STEPS][name], value), name
+
+
+def training_step_of_wrapped_model(trainer, model, inputs, num_items_in_batch=None):
+    """`SmolTolkTrainer.training_step` as for a wrapped model (a stand-in wrapper that forwards to the model)."""
+    wrapper = torch.nn.Module()
+    wrapper.forward = model.forward
+    wrapper.train(model.training)
+    return type(trainer).training_step(trainer, wrapper, inputs, num_items_in_batch)
 
 
 def test_learning_rates_follow_the_schedule(two_stage_run):

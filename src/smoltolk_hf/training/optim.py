@@ -12,11 +12,10 @@ Each role is split into a weight-decayed group (matrices, `ndim >= 2`) and an un
 `static_weights`), as nanoGPT's `configure_optimizers` does. The schedule is one `LambdaLR` with one lambda per
 group: the learning rate of a group at optimizer step `s` is `base_lr * schedule.lr_factor(role, s)`.
 
-"Frozen" means bit-identical: `SmolTolkTrainer` drops the backbone's gradients before clipping in stage 1, so
-AdamW skips those parameters entirely (no update, no weight decay, no moments) and stage 2 starts their AdamW
-state fresh, exactly as if they had `requires_grad=False`. They keep `requires_grad=True` throughout so that
-DDP and FSDP see one fixed set of trainable parameters. Their stage-1 factor is 0 as well, so logged learning
-rates tell the truth.
+"Frozen" means bit-identical: in stage 1 `SmolTolkTrainer` gives the backbone `requires_grad=False` (or, under a
+DDP/FSDP wrapper, drops its gradients before clipping), so AdamW skips those parameters entirely (no update, no
+weight decay, no moments) and stage 2 starts their AdamW state fresh. Every group is in the optimizer from the
+start. Their stage-1 factor is 0 as well, so logged learning rates tell the truth.
 """
 
 from __future__ import annotations

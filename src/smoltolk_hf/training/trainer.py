@@ -4,10 +4,7 @@ What it adds to `Trainer`, and why each needs a subclass rather than a callback:
 
 - `create_optimizer` / `create_scheduler`: the role groups of `training.optim` (the Trainer's own optimizer
   class and arguments, so `optim=adamw_torch_fused` etc. still work) and one `LambdaLR` lambda per group;
-- `training_step`: in stage 1 the backbone's gradients are dropped right after backward, *before* gradient
-  clipping (which no callback can reach): the clipping norm then covers the trained parameters only and AdamW
-  skips the frozen ones entirely, as `requires_grad=False` would, without changing the parameter set that DDP
-  or FSDP registered;
+- `training_step`: stage 1 freezes the backbone (see "Frozen backbone" below);
 - `get_batch_samples`: the loss normalisation (below);
 - `compute_loss` / `log`: the text loss, speech loss and selector entropy the model returns are accumulated
   over micro-batches and processes and logged next to `loss`, with the tokens seen per modality;
@@ -20,6 +17,23 @@ mixture with `rank=0, world_size=1`) or wrap the dataset in an `IterableDatasetS
 build all samples and keep a slice. With `dispatch_batches=False` and a rank-aware mixture, the shard wrapper is
 turned into a pass-through, exactly as the Trainer itself does for rank-aware batch samplers. `mixture_stream`
 says which rank/world size to build the mixture with for given `TrainingArguments`.
+
+Frozen backbone. The optimizer holds every parameter from the start (so resume and the stage switch need no new
+groups); stage 1 freezes the backbone's parameters (role `backbone`: layers, final norm, text embeddings and the
+tied `lm_head`) in one of two ways, both leaving them with `grad=None` at the optimizer step, so that the clipping
+norm covers the trained parameters only and AdamW skips the frozen ones entirely (no update, no weight decay, no
+moments; stage 2 starts their AdamW state fresh):
+
+- when the Trainer trains the bare model (one process, no DDP/FSDP/DeepSpeed/compile wrapper), they get
+  `requires_grad=False` for the stage-1 micro-batches (set before each, from the step count, so a resumed run
+  freezes too) and `requires_grad=True` again from stage 2 and when `train` returns. Autograd then computes no
+  weight gradient for them while gradients still flow through the backbone's activations to the input adapter;
+- when a wrapper trains it, their gradients are computed and dropped right after backward, before clipping. DDP
+  registers the parameters that require grad when the Trainer wraps the model (in `_inner_training_loop`, before
+  any callback runs) and reduces a fixed set of buckets from then on: a parameter frozen later would leave its
+  bucket unreduced (with `ddp_find_unused_parameters=False`, an error at the next step; by DDP's design, not run
+  here), and one unfrozen at the switch would never be reduced (each process's copy would drift). Freezing
+  before the wrap cannot serve stage 2.
 
 Loss normalisation. The loss of one optimizer step is the model's loss on the whole global batch (every
 micro-batch of every process): cross-entropy summed over its scored targets divided by their number, minus
@@ -129,6 +143,7 @@ class SmolTolkTrainer(Trainer):
             self.args.ignore_data_skip = True
             self.two_stage = TwoStageCallback(schedule, self.train_dataset)
             self.add_callback(self.two_stage)
+        self._frozen = False  # whether the stage-1 parameters have requires_grad=False now
         self._parts = torch.zeros(len(_PARTS), dtype=torch.float64, device=self.args.device)
 
     # ----- optimizer and schedule ------------------------------------------------------------------------------
@@ -149,14 +164,28 @@ class SmolTolkTrainer(Trainer):
     def training_step(
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: torch.Tensor | int | None = None
     ) -> torch.Tensor:
+        """`Trainer.training_step` with the backbone frozen in stage 1 (module docstring, "Frozen backbone")."""
+        stage1 = self.schedule.stage(self.state.global_step) == 1
+        if model is self.model and (stage1 or self._frozen):  # bare model: no weight gradient for the frozen ones
+            self._set_trainable(not stage1)
         loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.schedule.stage(self.state.global_step) == 1:
-            # Read from the optimizer, whose parameters FSDP may have replaced by their shards.
-            for group in self.optimizer.param_groups:
-                if group["role"] in FROZEN_IN_STAGE1:
-                    for param in group["params"]:
-                        param.grad = None  # frozen: outside the clipping norm, skipped by AdamW (no update, no decay)
+        if stage1:  # a wrapper's parameter set is fixed: drop the gradients (a no-op where requires_grad was off)
+            for param in self._frozen_in_stage1():
+                param.grad = None
         return loss
+
+    def _frozen_in_stage1(self) -> Iterator[nn.Parameter]:
+        """The parameters stage 1 freezes, read from the optimizer (whose parameters FSDP may have replaced by
+        their shards)."""
+        for group in self.optimizer.param_groups:
+            if group["role"] in FROZEN_IN_STAGE1:
+                yield from group["params"]
+
+    def _set_trainable(self, trainable: bool) -> None:
+        """Sets `requires_grad` of the parameters stage 1 freezes."""
+        for param in self._frozen_in_stage1():
+            param.requires_grad_(trainable)
+        self._frozen = not trainable
 
     # ----- data ------------------------------------------------------------------------------------------------
     def get_batch_samples(
@@ -201,7 +230,11 @@ class SmolTolkTrainer(Trainer):
             )
         if self.two_stage is not None:
             self.two_stage.resume_from = resume_from_checkpoint or None
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            if self._frozen:  # a run that ends (or fails) in stage 1 hands back a trainable model
+                self._set_trainable(True)
 
     def _newest_checkpoint(self) -> str:
         """The checkpoint a resume without a path takes: the newest complete one of `output_dir`."""
