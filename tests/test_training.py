@@ -139,9 +139,9 @@ def test_stage1_freezing_under_gradient_checkpointing_gives_the_same_weights(ass
     """Checkpointed layers recompute their forward in backward; with the backbone frozen the gradient must still
     reach the input adapter below them (their inputs require grad)."""
     _, recorder, _ = two_stage_run
-    checkpointed = build_trainer(tiny_training_config(assets, str(tmp_path), gradient_checkpointing=True))
+    checkpointed = build_trainer(tiny_training_config(assets, str(tmp_path), activation_checkpointing=True))
     checkpointed.train()
-    assert checkpointed.model.is_gradient_checkpointing
+    assert checkpointed.model.is_activation_checkpointing
     for name, value in weights(checkpointed.model).items():
         torch.testing.assert_close(value, recorder.snapshots[STEPS][name], msg=name)
 
