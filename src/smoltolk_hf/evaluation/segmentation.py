@@ -1,10 +1,17 @@
 """Word segmentation from the last layer's dynamic weight `omega^(L)` (paper section 5.2, Table 3, appendix C.2).
 
-Peaks of `omega^(L)` along a speech input (`scipy.signal.find_peaks`) predict word boundaries. The prominence is
-tuned over (0, 0.15] in steps of 0.01 to maximise the R-value (as Kreuk et al., 2020). Scores count matches
-within a tolerance of one token, as Kreuk et al.'s evaluation does: a predicted boundary is a hit for precision if
-a reference boundary lies within the tolerance, a reference boundary is a hit for recall if a prediction does; the
-counts are summed over the corpus before the ratios are taken.
+Peak picking: peaks of `omega^(L)` along a speech input (`scipy.signal.find_peaks` with a minimum `prominence`, no
+other constraint) predict word boundaries. The prominence is tuned over (0, 0.15] in steps of 0.01 to maximise the
+R-value (as Kreuk et al., 2020), on the raw weights by default; with `rescale=True` each utterance's `omega^(L)` is
+first min-max rescaled to [0, 1], so that the prominence is relative to the utterance's own range.
+
+Scoring: matches within a tolerance of one token (the paper's choice, `tolerance=1`), counted as Kreuk et al.'s
+evaluation does: a predicted boundary is a hit for precision if a reference boundary lies within the tolerance, a
+reference boundary is a hit for recall if a prediction does; the counts are summed over the corpus before the ratios
+are taken. The R-value (Räsänen et al., 2009) combines the hit rate (recall) with the over-segmentation
+`OS = N_predicted / N_reference - 1` (`r_value="rasanen"`, the definition of the paper it cites). `r_value="kreuk"`
+takes `OS = recall / precision - 1` instead (the UnsupSeg code of Kreuk et al.); both agree when every hit
+prediction has its own reference boundary, and differ when several predictions hit one boundary.
 
 Positions are deduplicated unit positions: `omega[k]` is the selector's weight at the input unit `k` (the state
 that predicts unit `k + 1`). A word boundary is the unit whose start is nearest the word's end time (the unit
@@ -15,13 +22,15 @@ after the utterance end are dropped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from scipy.signal import find_peaks
+from tqdm.auto import tqdm
 
 PROMINENCE_GRID = tuple(round(0.01 * i, 2) for i in range(1, 16))  # (0, 0.15] in steps of 0.01
+R_VALUE_DEFINITIONS = ("rasanen", "kreuk")
 
 
 @torch.no_grad()
@@ -36,7 +45,7 @@ def layer_weights(model: Any, processor: Any, units: Sequence[Sequence[int]], ba
     encoded = [processor(units=list(u))["input_ids"] for u in units]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[np.ndarray | None] = [None] * len(encoded)
-    for start in range(0, len(order), batch_size):
+    for start in tqdm(range(0, len(order), batch_size), desc="layer weights (batches)", disable=None):
         rows = order[start : start + batch_size]
         length = len(encoded[rows[0]])
         input_ids = torch.full((len(rows), length), processor.pad_token_id, dtype=torch.long)
@@ -64,19 +73,33 @@ def word_boundaries(durations: Sequence[int], word_end_times: Sequence[float], f
     return np.unique(nearest[inside & (nearest > 0)])
 
 
-def detect_peaks(weights: np.ndarray, prominence: float) -> np.ndarray:
-    """Peak positions of a 1-D weight sequence with at least `prominence`."""
-    return find_peaks(np.asarray(weights, dtype=np.float64), prominence=prominence)[0]
+def detect_peaks(weights: np.ndarray, prominence: float, rescale: bool = False) -> np.ndarray:
+    """Peak positions of a 1-D weight sequence with at least `prominence` (after min-max rescaling to [0, 1] with
+    `rescale`; a constant sequence has no peaks either way)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if rescale and len(weights):
+        span = weights.max() - weights.min()
+        weights = (weights - weights.min()) / span if span > 0 else np.zeros_like(weights)
+    return find_peaks(weights, prominence=prominence)[0]
 
 
 def boundary_scores(
     predicted: Sequence[Sequence[int]],
     reference: Sequence[Sequence[int]],
     tolerance: int = 1,
+    r_value: Literal["rasanen", "kreuk"] = "rasanen",
 ) -> dict[str, float]:
-    """Precision, recall, F1 and R-value (Räsänen et al., 2009) of predicted boundaries, counts summed over utterances."""
+    """Precision, recall, F1 and R-value of predicted boundaries, counts summed over utterances (module docstring).
+
+    Args:
+        tolerance: a prediction and a reference boundary match when at most this many positions apart.
+        r_value: over-segmentation in the R-value: `"rasanen"` (`N_predicted / N_reference - 1`, Räsänen et al.,
+            2009) or `"kreuk"` (`recall / precision - 1`, the UnsupSeg code of Kreuk et al., 2020).
+    """
     if len(predicted) != len(reference):
         raise ValueError(f"{len(predicted)} predicted but {len(reference)} reference boundary lists")
+    if r_value not in R_VALUE_DEFINITIONS:
+        raise ValueError(f"r_value must be one of {R_VALUE_DEFINITIONS}, got {r_value!r}")
     precision_hits = recall_hits = num_predicted = num_reference = 0
     for pred, ref in zip(predicted, reference):
         pred, ref = np.asarray(pred, dtype=np.int64), np.asarray(ref, dtype=np.int64)
@@ -86,20 +109,24 @@ def boundary_scores(
             distance = np.abs(pred[:, None] - ref[None, :])
             precision_hits += int((distance.min(axis=1) <= tolerance).sum())
             recall_hits += int((distance.min(axis=0) <= tolerance).sum())
+    if num_reference == 0:
+        raise ValueError("no reference boundaries: recall and the R-value are undefined (check the word alignments)")
     precision = precision_hits / num_predicted if num_predicted else 0.0
-    recall = recall_hits / num_reference if num_reference else 0.0
+    recall = recall_hits / num_reference
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     # R-value: distance of (hit rate, over-segmentation) from the ideal point, penalising over-segmentation.
-    # Over-segmentation as in Kreuk et al.: recall / precision - 1 (-1 without hits, where both are 0).
-    over_segmentation = recall / precision - 1 if precision else -1.0
+    if r_value == "rasanen":
+        over_segmentation = num_predicted / num_reference - 1
+    else:  # UnsupSeg: -1 without hits, where precision and recall are both 0
+        over_segmentation = recall / precision - 1 if precision else -1.0
     r1 = np.hypot(1 - recall, over_segmentation)
     r2 = (-over_segmentation + recall - 1) / np.sqrt(2)
-    r_value = 1 - (abs(r1) + abs(r2)) / 2
     return {
         "precision": precision,
         "recall": recall,
         "f1": f1,
-        "r_value": float(r_value),
+        "r_value": float(1 - (abs(r1) + abs(r2)) / 2),
+        "over_segmentation": float(over_segmentation),
     }
 
 
@@ -108,6 +135,8 @@ def tune_prominence(
     reference: Sequence[Sequence[int]],
     grid: Sequence[float] = PROMINENCE_GRID,
     tolerance: int = 1,
+    r_value: Literal["rasanen", "kreuk"] = "rasanen",
+    rescale: bool = False,
 ) -> dict[str, Any]:
     """Scores peaks of each `weights[i]` (1-D, `omega^(L)`) for each prominence in `grid`; picks the best R-value.
 
@@ -116,8 +145,8 @@ def tune_prominence(
     """
     results = []
     for prominence in grid:
-        scores = boundary_scores([detect_peaks(w, prominence) for w in weights], reference, tolerance)
-        results.append({"prominence": float(prominence), **scores})
+        peaks = [detect_peaks(w, prominence, rescale) for w in weights]
+        results.append({"prominence": float(prominence), **boundary_scores(peaks, reference, tolerance, r_value)})
     best = max(results, key=lambda r: r["r_value"])  # first best: the smallest prominence on ties
     return {**best, "grid": results}
 
@@ -129,14 +158,21 @@ def evaluate_segmentation(
     batch_size: int = 8,
     grid: Sequence[float] = PROMINENCE_GRID,
     tolerance: int = 1,
+    r_value: Literal["rasanen", "kreuk"] = "rasanen",
+    rescale: bool = False,
 ) -> dict[str, Any]:
     """Word segmentation scores on a units dataset with word alignments (`units`, `durations`, `word_end_times`,
-    `frame_rate`); utterances without alignment are skipped."""
+    `frame_rate`); utterances without alignment are skipped. See the module docstring for the options.
+
+    Returns:
+        The best scores and their `prominence` (see `tune_prominence`), `num_utterances`, and the settings that
+        produced them: `tolerance`, `r_value` (the over-segmentation definition), `rescale`.
+    """
     rows = [row for row in dataset if len(row["word_end_times"]) > 0 and len(row["units"]) > 0]
     if not rows:
         raise ValueError("no utterance of the dataset has word alignments (word_end_times)")
     omega = layer_weights(model, processor, [row["units"] for row in rows], batch_size)
     reference = [word_boundaries(r["durations"], r["word_end_times"], r["frame_rate"]) for r in rows]
-    result = tune_prominence([w[:, -1] for w in omega], reference, grid, tolerance)
-    result["num_utterances"] = len(rows)
+    result = tune_prominence([w[:, -1] for w in omega], reference, grid, tolerance, r_value, rescale)
+    result.update(num_utterances=len(rows), tolerance=tolerance, r_value_definition=r_value, rescale=rescale)
     return result
