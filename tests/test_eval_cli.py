@@ -1,20 +1,17 @@
-"""`smoltolk eval` end to end on a saved tiny model, the demo evaluation, and speech NLL."""
+"""`smoltolk eval` end to end on a saved tiny model and the demo evaluation."""
 
 import json
 
 import numpy as np
-import pytest
 from datasets import Dataset
 from helpers import EVAL_NUM_UNITS, EVAL_SENTENCES, tiny_eval_model
 
 from smoltolk_hf.data.prepare import UNIT_DATASET_FEATURES
-from smoltolk_hf.evaluation import speech_nll
 from smoltolk_hf.evaluation.cli import cli_eval
 from smoltolk_hf.evaluation.demo_eval import (
     cloze_items_from_corpus,
     run_demo_evaluation,
 )
-from smoltolk_hf.evaluation.scoring import token_log_probs
 
 
 def units_dataset(n: int = 6, seed: int = 0) -> Dataset:
@@ -41,17 +38,6 @@ def units_dataset(n: int = 6, seed: int = 0) -> Dataset:
         ):
             rows[key].append(value)
     return Dataset.from_dict(rows, features=UNIT_DATASET_FEATURES)
-
-
-def test_speech_nll_is_the_mean_unit_log_prob_and_windows():
-    model, processor = tiny_eval_model()
-    utterances = [[1, 2, 3, 4, 5], [6, 7]]
-    result = speech_nll(model, processor, utterances)
-    log_probs = token_log_probs(model, [processor(units=u)["input_ids"] for u in utterances])
-    assert result["nll"] == pytest.approx(-float(np.mean(np.concatenate([lp.numpy() for lp in log_probs]))), abs=1e-5)
-    assert result["num_units"] == 7 and result["num_utterances"] == 2
-    windowed = speech_nll(model, processor, utterances, max_length=3)  # <|speech|> + 2 units per window
-    assert windowed["num_units"] == 7
 
 
 def test_cli_writes_table1_report(tmp_path):

@@ -1,11 +1,30 @@
-"""Speech negative log-likelihood per unit on a units dataset (the paper's LibriSpeech dev NLL, Figure 2)."""
+"""Speech negative log-likelihood per unit on a units dataset (the paper's LibriSpeech dev NLL, Figure 2).
+
+Two modes:
+
+- `"packed"`: the training loss (what Figure 2 plots). The utterances are joined in dataset order, each closed by
+  the speech end token, into one stream cut into consecutive windows of `max_length` ids, each opened by
+  `<|speech|>`, exactly as `SpeechSampleBuilder` packs training samples (but covering the data once, in order,
+  instead of at random starts). Every unit and end token is a target, context runs across utterances inside a
+  window, and the number is the speech part of the model's own loss (`speech_loss`), summed over windows and divided
+  by the targets.
+- `"utterance"`: each utterance alone as `<|speech|> u_1 ... u_n`, every unit scored from its own utterance's left
+  context; the end token is not scored unless `include_eos=True` (as the authors' `nll_eval.py` scores sequences).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data.samples import labels_from_ids
 from .scoring import token_log_probs
+
+NLL_MODES = ("packed", "utterance")
 
 
 def speech_nll(
@@ -14,39 +33,94 @@ def speech_nll(
     units: Iterable[Sequence[int]],
     batch_size: int = 8,
     max_length: int | None = None,
-    include_eos: bool = False,
-) -> dict[str, float]:
-    """Mean negative log-likelihood (nats) per speech unit over utterances of deduplicated units.
-
-    Each utterance is `<|speech|> u_1 ... u_n` (plus the speech end with `include_eos`), every unit scored by the
-    speech head from its left context. Utterances longer than `max_length` ids (default: the model's
-    `max_position_embeddings`) are cut into consecutive windows, each restarted with `<|speech|>`.
+    include_eos: bool | None = None,
+    mode: Literal["packed", "utterance"] = "utterance",
+) -> dict[str, Any]:
+    """Mean negative log-likelihood (nats) per scored speech token over utterances of deduplicated units.
 
     Args:
         units: the `units` column of a units dataset (`smoltolk tokenize`), or any unit-id sequences.
+        max_length: window length in ids (default: the model's `max_position_embeddings`; pass the training
+            `context_length` for the Figure 2 loss). In `"utterance"` mode, longer utterances are cut into
+            consecutive windows, each restarted with `<|speech|>`.
+        include_eos: score the speech end token. `"packed"` always does (as training); `"utterance"` does not by
+            default.
+        mode: `"packed"` (the training loss, Figure 2) or `"utterance"` (see the module docstring).
 
     Returns:
-        `{"nll": mean NLL per unit, "num_units": scored units, "num_utterances": utterances}`.
+        `{"nll", "num_targets" (scored tokens), "num_utterances", "mode", "max_length", "include_eos"}`, plus
+        `"num_windows"` in `"packed"` mode.
     """
+    if mode not in NLL_MODES:
+        raise ValueError(f"mode must be one of {NLL_MODES}, got {mode!r}")
     max_length = max_length or model.config.max_position_embeddings
-    sequences = []
-    num_utterances = 0
-    for utterance in units:
-        num_utterances += 1
-        ids = processor(units=list(utterance), add_eos=include_eos)["input_ids"]
-        prefix, body = (
-            ids[: ids.index(processor.speech_marker_id) + 1],
-            ids[ids.index(processor.speech_marker_id) + 1 :],
-        )
-        window = max_length - len(prefix)
-        if window < 1:
-            raise ValueError(f"max_length={max_length} leaves no room for units after the prefix {prefix}")
-        sequences += [prefix + body[i : i + window] for i in range(0, len(body), window)]
-    if not sequences:
+    if max_length < 2:
+        raise ValueError(f"max_length={max_length} leaves no room for a unit after <|speech|>")
+    utterances = [list(u) for u in units]
+    if not utterances:
         raise ValueError("no utterances to score")
+    if mode == "packed":
+        if include_eos is False:
+            raise ValueError("mode='packed' scores the end tokens, as training does; drop include_eos=False")
+        total, count, num_windows = _packed_nll(model, processor, utterances, batch_size, max_length)
+        extra = {"num_windows": num_windows}
+        include_eos = True
+    else:
+        include_eos = bool(include_eos)
+        total, count = _utterance_nll(model, processor, utterances, batch_size, max_length, include_eos)
+        extra = {}
+    return {
+        "nll": total / count,
+        "num_targets": count,
+        "num_utterances": len(utterances),
+        "mode": mode,
+        "max_length": max_length,
+        "include_eos": include_eos,
+        **extra,
+    }
+
+
+def _utterance_nll(
+    model: Any, processor: Any, utterances: list[list[int]], batch_size: int, max_length: int, include_eos: bool
+) -> tuple[float, int]:
+    """Summed NLL and count of the speech targets of each utterance scored alone (`"utterance"` mode)."""
+    sequences = []
+    for utterance in utterances:
+        ids = processor(units=utterance, add_eos=include_eos)["input_ids"]
+        split = ids.index(processor.speech_marker_id) + 1
+        prefix, body = ids[:split], ids[split:]
+        window = max_length - len(prefix)
+        sequences += [prefix + body[i : i + window] for i in range(0, len(body), window)]
     total, count = 0.0, 0
     for ids, log_probs in zip(sequences, token_log_probs(model, sequences, batch_size, processor.pad_token_id)):
         is_speech = [j for j in range(1, len(ids)) if ids[j] >= processor.speech_token_offset]
         total -= float(log_probs[[j - 1 for j in is_speech]].double().sum())
         count += len(is_speech)
-    return {"nll": total / count, "num_units": count, "num_utterances": num_utterances}
+    return total, count
+
+
+@torch.no_grad()
+def _packed_nll(
+    model: Any, processor: Any, utterances: list[list[int]], batch_size: int, max_length: int
+) -> tuple[float, int, int]:
+    """Summed speech loss and target count over packed windows, and the number of windows (`"packed"` mode)."""
+    config = model.config
+    stream = np.concatenate(
+        [np.append(np.asarray(u, np.int64) + config.speech_token_offset, config.speech_eos_id) for u in utterances]
+    )
+    body = max_length - 1  # each window opens with <|speech|>
+    windows = [
+        torch.from_numpy(np.insert(stream[i : i + body], 0, config.speech_marker_id))
+        for i in range(0, len(stream), body)
+    ]
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    # Full windows batch without padding; the last (shorter) one goes alone.
+    full = windows[:-1]
+    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [windows[-1:]]
+    for batch in tqdm(batches, desc="speech NLL (packed windows)", disable=None):
+        input_ids = torch.stack(batch)
+        out = model(input_ids=input_ids.to(device), labels=labels_from_ids(input_ids, config).to(device))
+        total += float(out.speech_loss.double() * out.num_speech_targets)
+        count += int(out.num_speech_targets)
+    return total, count, len(windows)
