@@ -95,6 +95,37 @@ def test_batch_equals_one_by_one(speech_corpus, hubert_tokenizers, norm):
     assert len(batched[3]) == 1  # 400 samples: exactly one 50 Hz frame
 
 
+def test_layers_above_the_output_layer_do_not_run(speech_corpus, hubert_tokenizers):
+    frontend = hubert_tokenizers["group"].frontend
+    assert frontend.layer == 1 < frontend.model.config.num_hidden_layers
+    calls = []
+    hook = frontend.model.encoder.layers[1].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        frontend([_speech_at_16k(speech_corpus[0])])
+    finally:
+        hook.remove()
+    assert calls == []
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_bf16_autocast_keeps_nearly_all_units(speech_corpus, hubert_tokenizers, norm):
+    tokenizer = hubert_tokenizers[norm]
+    fp32 = np.concatenate(tokenizer(speech_corpus, deduplicate=False))
+    features = tokenizer.extract_features(speech_corpus)
+    tokenizer.frontend.autocast_dtype = torch.bfloat16
+    try:
+        bf16 = np.concatenate(tokenizer(speech_corpus, deduplicate=False))
+        bf16_features = tokenizer.extract_features(speech_corpus)
+    finally:
+        tokenizer.frontend.autocast_dtype = None
+    assert all(f.dtype == torch.float32 for f in bf16_features)
+    # bf16 keeps 8 significant bits: features move by about 1%, only frames near a unit boundary change.
+    for got, expected in zip(bf16_features, features):
+        assert ((got - expected).norm(dim=-1) / expected.norm(dim=-1)).max() < 0.05
+        assert not torch.equal(got, expected)
+    assert len(bf16) == len(fp32) and (bf16 == fp32).mean() > 0.95  # 99.6% measured (1 frame of 254)
+
+
 def test_frame_rate_follows_conv_strides():
     assert HubertFrontEnd(tiny_hubert("group"), layer=1).frame_rate == 50.0
     frontend = HubertFrontEnd(tiny_hubert("group", frame_rate=25), layer=1)
@@ -230,3 +261,5 @@ def test_bad_file_and_batch_index(mfcc_tokenizer, tmp_path):
         SpeechTokenizer(np.zeros(20), MfccFrontEnd())
     with pytest.raises(ValueError, match="layer must be in"):
         HubertFrontEnd(tiny_hubert("group"), layer=3)
+    with pytest.raises(ValueError, match="autocast_dtype must be a floating torch.dtype"):
+        HubertFrontEnd(tiny_hubert("group"), layer=1, autocast_dtype="bf16")

@@ -41,6 +41,10 @@ _MAX_FLOAT_PEAK = 8.0
 _MIN_SAMPLING_RATE, _MAX_SAMPLING_RATE = 4_000, 384_000
 
 
+class _StopForward(Exception):
+    """Raised by a forward hook to end a forward pass once the wanted layer has run."""
+
+
 class HubertFrontEnd:
     """Frame features from one hidden layer of a transformers `HubertModel`.
 
@@ -50,16 +54,32 @@ class HubertFrontEnd:
             `HubertModel.forward`), e.g. 11 for TWIST's mHuBERT-base-25hz.
         normalize: zero-mean / unit-variance normalise each waveform first (what HuBERT-large
             style checkpoints with `do_normalize=True` expect; base models do not).
+        autocast_dtype: run HuBERT under `torch.autocast` with this dtype (`torch.bfloat16`: matmuls
+            and convolutions in bf16, normalisations in fp32), e.g. on CPUs with AMX or on GPUs.
+            Faster, but a frame near the boundary of two units can change unit: see
+            docs/speech_tokenizer.md for the measured agreement. `None` (default) computes in the
+            model's own dtype.
+
+    Only the layers up to `layer` run: the later ones cannot change its output.
     """
 
     kind = "hubert"
 
-    def __init__(self, model: HubertModel, layer: int, normalize: bool = False):
+    def __init__(
+        self, model: HubertModel, layer: int, normalize: bool = False, autocast_dtype: torch.dtype | None = None
+    ):
         if not 1 <= layer <= model.config.num_hidden_layers:
             raise ValueError(f"layer must be in [1, {model.config.num_hidden_layers}], got {layer}")
+        if autocast_dtype is not None and not (
+            isinstance(autocast_dtype, torch.dtype) and autocast_dtype.is_floating_point
+        ):
+            raise ValueError(
+                f"autocast_dtype must be a floating torch.dtype such as torch.bfloat16, got {autocast_dtype!r}"
+            )
         self.model = model.eval()
         self.layer = layer
         self.normalize = normalize
+        self.autocast_dtype = autocast_dtype
 
     @property
     def hop_length(self) -> int:
@@ -96,9 +116,15 @@ class HubertFrontEnd:
     @torch.inference_mode()
     def __call__(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
         """Features `[frames, feature_dim]` for each 16 kHz mono waveform, computed as one batch."""
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            hidden, lengths = self._forward([torch.from_numpy(self._normalize(w)) for w in waves])
+        hidden = hidden.float()
+        return [hidden[i, :n] for i, n in enumerate(lengths)]
+
+    def _forward(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        """Padded `[batch, frames, hidden]` output of layer `self.layer` and the frames of each input."""
         model = self.model
-        dtype = model.dtype
-        inputs = [torch.from_numpy(self._normalize(w)).to(self.device, dtype) for w in waves]
+        inputs = [w.to(self.device, model.dtype) for w in waves]
         if model.config.feat_extract_norm == "group":
             # The first conv's GroupNorm normalises over the whole input, so padding would change
             # every frame: run the conv encoder per utterance and batch only the transformer.
@@ -116,19 +142,21 @@ class HubertFrontEnd:
         )
 
         captured = {}
-        hook = model.encoder.layers[self.layer - 1].register_forward_hook(
-            lambda module, args, output: captured.__setitem__(
-                "hidden", output[0] if isinstance(output, tuple) else output
-            )
-        )
+
+        def capture(module: torch.nn.Module, args: Any, output: Any) -> None:
+            captured["hidden"] = output[0] if isinstance(output, tuple) else output
+            raise _StopForward  # skips the layers above `self.layer`
+
+        hook = model.encoder.layers[self.layer - 1].register_forward_hook(capture)
         try:
             # Right padding is exact for the encoder: padded frames are zeroed before the
             # positional conv (same as its own zero padding) and masked in attention.
             model.encoder(model.feature_projection(conv), attention_mask=frame_mask)
+        except _StopForward:
+            pass
         finally:
             hook.remove()
-        hidden = captured["hidden"].float()
-        return [hidden[i, :n] for i, n in enumerate(lengths)]
+        return captured["hidden"], lengths
 
     def _normalize(self, wave: np.ndarray) -> np.ndarray:
         if not self.normalize:
