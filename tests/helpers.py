@@ -167,6 +167,33 @@ EVAL_SENTENCES = [
 ]
 
 
+def eval_cloze_items(n: int = 6, seed: int = 0) -> list:
+    """Cloze items with a context and two continuations in text and speech (units), texts from EVAL_SENTENCES."""
+    from smoltolk_hf.evaluation import ClozeItem
+
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        units = [rng.integers(0, EVAL_NUM_UNITS, size=int(rng.integers(3, 9))) for _ in range(3)]
+        texts = [EVAL_SENTENCES[(i + k) % len(EVAL_SENTENCES)] for k in range(3)]
+        items.append(
+            ClozeItem(
+                id=str(i),
+                context={"text": texts[0], "speech": units[0]},
+                correct={"text": texts[1], "speech": units[1]},
+                incorrect={"text": texts[2], "speech": units[2]},
+            )
+        )
+    return items
+
+
+def tiny_audio_eval_model() -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
+    """`tiny_eval_model` with a small MFCC speech tokenizer, so that benchmarks can be given as audio files."""
+    model, processor = tiny_eval_model()
+    speech_tokenizer = SpeechTokenizer(np.random.default_rng(0).standard_normal((EVAL_NUM_UNITS, 20)), MfccFrontEnd())
+    return model, SmolTolkProcessor.from_config(processor.tokenizer, speech_tokenizer, model.config)
+
+
 def tiny_eval_model(seed: int = 0, **overrides) -> tuple[SmolTolkForCausalLM, SmolTolkProcessor]:
     """A tiny random SmolTolk and a processor without speech tokenizer (speech as units)."""
     tokenizer = byte_level_tokenizer(EVAL_SENTENCES, vocab_size=290)

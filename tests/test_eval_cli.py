@@ -95,10 +95,17 @@ def test_cli_writes_table1_report(tmp_path):
     assert result["options"] == {
         "reduction": "mean",
         "scope": "continuation",
-        "ties": "wrong",
-        "average": "macro",
+        "ties": None,
+        "average": None,
         "batch_size": 4,
+        "protocol": "authors",
+        "prefix_tokens": 10,
+        "seed": 42,
     }
+    details = result["details"]["tstorycloze"]
+    assert details["format"] == "pair manifest" and details["S->T"]["scope"] == "continuation"
+    assert (details["S"]["ties"], details["S"]["average"]) == ("wrong", "micro")
+    assert "tStoryCloze: protocol authors; scored on T: continuation" in markdown
 
 
 def test_demo_evaluation(tmp_path, capsys):

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import EVAL_NUM_UNITS, tiny_eval_model
+from helpers import tiny_audio_eval_model
 
 from smoltolk_hf.evaluation import (
     build_pairs,
@@ -16,8 +16,6 @@ from smoltolk_hf.evaluation import (
     load_spoken_storycloze,
     tokenize_speech,
 )
-from smoltolk_hf.processing_smoltolk import SmolTolkProcessor
-from smoltolk_hf.tokenization_speech import MfccFrontEnd, SpeechTokenizer
 
 STORY = "a7d4c2e1-0000-4a4a-9b9b-123456789abc"
 
@@ -37,9 +35,7 @@ def _text(path, text):
 
 @pytest.fixture(scope="module")
 def audio_processor():
-    model, processor = tiny_eval_model()
-    tokenizer = SpeechTokenizer(np.random.default_rng(0).standard_normal((EVAL_NUM_UNITS, 20)), MfccFrontEnd())
-    return model, SmolTolkProcessor.from_config(processor.tokenizer, tokenizer, model.config)
+    return tiny_audio_eval_model()
 
 
 def test_spoken_storycloze_release_through_the_speech_tokenizer(tmp_path, audio_processor):

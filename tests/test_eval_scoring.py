@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import EVAL_NUM_UNITS, EVAL_SENTENCES, tiny_eval_model
+from helpers import eval_cloze_items as cloze_items
+from helpers import tiny_eval_model
 
 from smoltolk_hf import SmolTolkForCausalLM
 from smoltolk_hf.evaluation import (
@@ -17,32 +18,15 @@ from smoltolk_hf.evaluation import (
 from smoltolk_hf.evaluation.scoring import encode_candidate
 
 
-def cloze_items(n: int = 6, seed: int = 0) -> list[ClozeItem]:
-    rng = np.random.default_rng(seed)
-    items = []
-    for i in range(n):
-        units = [rng.integers(0, EVAL_NUM_UNITS, size=int(rng.integers(3, 9))) for _ in range(3)]
-        texts = [EVAL_SENTENCES[(i + k) % len(EVAL_SENTENCES)] for k in range(3)]
-        items.append(
-            ClozeItem(
-                id=str(i),
-                context={"text": texts[0], "speech": units[0]},
-                correct={"text": texts[1], "speech": units[1]},
-                incorrect={"text": texts[2], "speech": units[2]},
-            )
-        )
-    return items
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return tiny_eval_model()
 
 
 @pytest.mark.parametrize("setting", ["S", "T", "T->S", "S->T"])
-def test_score_is_mean_of_hand_computed_continuation_log_probs(tiny, setting):
+def test_package_protocol_score_is_mean_of_hand_computed_continuation_log_probs(tiny, setting):
     model, processor = tiny
-    pair = build_pairs(cloze_items(1), setting)[0]
+    pair = build_pairs(cloze_items(1), setting, protocol="package")[0]
     context_ids = processor(segments=pair.context)["input_ids"]
     ids = processor(segments=pair.context + pair.correct)["input_ids"]
     # Independent path: the model's own joint (generation) logits, normalised over the whole joint vocabulary.
@@ -54,7 +38,7 @@ def test_score_is_mean_of_hand_computed_continuation_log_probs(tiny, setting):
         ("mean", np.mean(expected)),
         ("sum", np.sum(expected)),
     ):
-        scores = score_pairs(model, processor, [pair], ScoringOptions(reduction=reduction))
+        scores = score_pairs(model, processor, [pair], ScoringOptions(reduction=reduction, protocol="package"))
         assert scores.correct[0] == pytest.approx(reference, abs=1e-5)
 
 
@@ -69,12 +53,13 @@ def test_markers_are_never_scored_and_scope(tiny):
     assert whole == [j for j in range(1, len(ids)) if j != marker_position]
 
 
-def test_batched_equals_one_by_one(tiny):
+@pytest.mark.parametrize("protocol", ["authors", "package"])
+def test_batched_equals_one_by_one(tiny, protocol):
     model, processor = tiny
     for setting in ("S", "T", "T->S", "S->T"):
-        pairs = build_pairs(cloze_items(4), setting)
-        batched = score_pairs(model, processor, pairs, ScoringOptions(batch_size=3))
-        single = score_pairs(model, processor, pairs, ScoringOptions(batch_size=1))
+        pairs = build_pairs(cloze_items(4), setting, protocol)
+        batched = score_pairs(model, processor, pairs, ScoringOptions(batch_size=3, protocol=protocol))
+        single = score_pairs(model, processor, pairs, ScoringOptions(batch_size=1, protocol=protocol))
         np.testing.assert_allclose(batched.correct, single.correct, atol=1e-5, rtol=0)
         np.testing.assert_allclose(batched.incorrect, single.incorrect, atol=1e-5, rtol=0)
 

@@ -33,6 +33,7 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 from transformers import AutoTokenizer
 from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
 
+from .evaluation.benchmarks import ALIASES, BENCHMARKS
 from .modeling_smoltolk import SmolTolkForCausalLM
 from .pipeline_speech_continuation import check_processor_layout
 from .processing_smoltolk import PROCESSOR_CONFIG_NAME, SmolTolkProcessor
@@ -47,15 +48,12 @@ CITATION = """@misc{cuervo2025smoltolk,
 }"""
 TAGS = ["smoltolk", "text-speech-language-model", "speech", "speech-continuation", "custom_code"]
 
-# Paper Table 1 column groups, in order: results key -> (heading, Hub dataset id or None, settings in order).
-# Settings: S / T = speech / text context and continuation; T->S / S->T = cross-modal; MMLU pre / post speech training.
+# Paper Table 1 column groups, in order: results key -> (heading, Hub dataset id or None, settings in order), from
+# the benchmark registry. Settings: S / T = speech / text context and continuation; T->S / S->T = cross-modal;
+# MMLU pre / post speech training.
 TABLE1: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
-    "blimp": ("BLIMP", None, ("T", "S")),
-    "tstorycloze": ("tStoryCloze", None, ("T", "S", "T->S", "S->T")),
-    "sstorycloze": ("sStoryCloze", None, ("T", "S", "T->S", "S->T")),
-    "mmlu": ("MMLU", "cais/mmlu", ("post", "pre")),
+    b.key: (b.heading, b.hub_dataset, b.settings) for b in BENCHMARKS.values()
 }
-_ALIASES = {"sblimp": "blimp"}
 # Entries of a `smoltolk eval` result that are not Table 1 accuracies.
 _NOT_ACCURACIES = ("model", "speech_nll", "segmentation", "details", "options")
 
@@ -95,7 +93,7 @@ def load_results(results: ResultsInput, model_name: str | None = None) -> dict[s
             continue
         if not isinstance(settings, Mapping):
             raise ValueError(f"results[{task!r}] must map settings to accuracies, got {settings!r}")  # noqa: TRY004
-        key = _ALIASES.get(task.lower(), task.lower()) if task.lower() in {*TABLE1, *_ALIASES} else task
+        key = ALIASES.get(task.lower(), task.lower()) if task.lower() in {*TABLE1, *ALIASES} else task
         for setting, value in settings.items():
             if value is None:
                 continue  # not evaluated

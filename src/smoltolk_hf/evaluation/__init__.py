@@ -5,12 +5,14 @@ Heavy or optional parts (plots: matplotlib; MMLU: lm-evaluation-harness; GRIDE: 
 are imported from their modules only when used.
 """
 
+from .benchmarks import BENCHMARKS, Benchmark
 from .nll import speech_nll
 from .pairs import (
     SETTINGS,
     ClozeItem,
     Pair,
     build_pairs,
+    load_authors_crossmodal,
     load_benchmark,
     load_crossmodal_storycloze,
     load_pair_manifest,
@@ -21,6 +23,7 @@ from .pairs import (
 )
 from .report import format_report, table1_markdown, write_report
 from .scoring import (
+    PROTOCOLS,
     PairScores,
     ScoringOptions,
     evaluate_items,
@@ -36,7 +39,10 @@ from .segmentation import (
 )
 
 __all__ = [
+    "BENCHMARKS",
+    "PROTOCOLS",
     "SETTINGS",
+    "Benchmark",
     "ClozeItem",
     "Pair",
     "PairScores",
@@ -47,6 +53,7 @@ __all__ = [
     "evaluate_segmentation",
     "format_report",
     "layer_weights",
+    "load_authors_crossmodal",
     "load_benchmark",
     "load_crossmodal_storycloze",
     "load_pair_manifest",

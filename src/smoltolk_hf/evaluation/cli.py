@@ -1,12 +1,14 @@
 """`smoltolk eval`: the paper's evaluation of a saved SmolTolk, written as a Table-1-like report.
 
-Example:
+Example (the paper's data, the authors' protocol):
 
-    smoltolk eval smoltolk-150m --processor smoltolk-150m --out eval/ \
-        --sblimp sLM21-dataset/syntactic/dev --tstorycloze tSC_split/ --sstorycloze sSC_split/ \
-        --speech-nll librispeech-dev-units/ --segmentation timit-test-units/ --mmlu --mmlu-pre SmolLM-135M/
+    smoltolk eval smoltolk-150m --out eval/ \
+        --sblimp sLM21-dataset/syntactic --tstorycloze data/tcloze_multimodal --sstorycloze data/scloze_multimodal \
+        --speech-nll librispeech-dev-units/ --segmentation timit-test-units/ --representations stinystories-units/ \
+        --mmlu --mmlu-pre SmolLM-135M/
 
-writes `eval/results.md` (paper Table 1 layout + speech NLL / segmentation) and `eval/results.json`.
+writes `eval/results.md` (paper Table 1 layout, how each column was scored, speech NLL / segmentation),
+`eval/results.json` and, with `--representations`, Figures 3-5 as PNG files.
 """
 
 from __future__ import annotations
@@ -15,16 +17,10 @@ import argparse
 import os
 from typing import Any
 
-from .pairs import SETTINGS, load_benchmark
+from .benchmarks import PAIR_BENCHMARKS
+from .pairs import LAYOUTS, SETTINGS, benchmark_layout
 from .report import format_report, write_report
-from .scoring import ScoringOptions, evaluate_items
-
-# Benchmark flag -> results key (paper Table 1 column group).
-_BENCHMARKS = {
-    "sblimp": "blimp",
-    "tstorycloze": "tstorycloze",
-    "sstorycloze": "sstorycloze",
-}
+from .scoring import PROTOCOLS, ScoringOptions, evaluate_items
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,12 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="row name in the table (default: the model folder name)",
     )
-    for flag in _BENCHMARKS:
-        parser.add_argument(
-            f"--{flag}",
-            default=None,
-            help=f"{flag} benchmark (any layout load_benchmark reads)",
-        )
+    for benchmark in PAIR_BENCHMARKS:
+        parser.add_argument(f"--{benchmark.flag}", default=None, help=benchmark.help)
+    parser.add_argument("--split", default="test", help="split of the data that holds several (the paper: test)")
     parser.add_argument(
         "--settings",
         nargs="+",
@@ -54,15 +47,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="default: all available",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="authors",
+        help="authors: the paper authors' conventions (BOS, S->T prefix, ties, averaging); package: the earlier ones",
+    )
     parser.add_argument("--reduction", choices=("mean", "sum"), default="mean")
     parser.add_argument("--scope", choices=("continuation", "sequence"), default="continuation")
-    parser.add_argument("--ties", choices=("wrong", "half"), default="wrong")
+    parser.add_argument(
+        "--ties", choices=("wrong", "half"), default=None, help="default: the protocol's rule per benchmark"
+    )
     parser.add_argument(
         "--average",
         choices=("macro", "micro"),
-        default="macro",
-        help="over sBLIMP types",
+        default=None,
+        help="over groups (sBLIMP types) or pairs; default: the protocol's rule per benchmark",
     )
+    parser.add_argument("--seed", type=int, default=42, help="seed of the S->T text prefixes (the authors': 42)")
+    parser.add_argument("--prefix-tokens", type=int, default=10, help="S->T text prefix length (authors' protocol)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--max-pairs",
@@ -94,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mmlu-metric", default="acc", help="lm-eval metric reported as MMLU")
     parser.add_argument("--mmlu-include-path", default=None, help="folder of extra lm-eval task YAMLs")
     parser.add_argument("--mmlu-limit", type=float, default=None)
+    parser.add_argument(
+        "--representations",
+        default=None,
+        help="units dataset with text and word alignments (paired samples): writes Figures 3, 4 and 5",
+    )
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     return parser
@@ -110,20 +118,30 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = SmolTolkForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
     processor = SmolTolkProcessor.from_pretrained(args.processor or args.model)
-    options = ScoringOptions(args.reduction, args.scope, args.ties, args.average, args.batch_size)
+    options = ScoringOptions(
+        reduction=args.reduction,
+        scope=args.scope,
+        ties=args.ties,
+        average=args.average,
+        batch_size=args.batch_size,
+        protocol=args.protocol,
+        prefix_tokens=args.prefix_tokens,
+        seed=args.seed,
+    )
     result: dict[str, Any] = {
         "model": args.name or os.path.basename(os.path.normpath(args.model)),
         "options": options.to_dict(),
         "details": {},
     }
-    for flag, key in _BENCHMARKS.items():
-        path = getattr(args, flag)
+    for benchmark in PAIR_BENCHMARKS:
+        path = getattr(args, benchmark.flag)
         if path is None:
             continue
-        items = load_benchmark(path)[: args.max_pairs]
-        scored = evaluate_items(model, processor, items, args.settings, options)
-        result[key] = {setting: r["accuracy"] for setting, r in scored.items()}
-        result["details"][key] = {"path": os.fspath(path), **scored}
+        items = benchmark.loader(path, args.split)[: args.max_pairs]
+        scored = evaluate_items(model, processor, items, args.settings, options, benchmark.key)
+        result[benchmark.key] = {setting: r["accuracy"] for setting, r in scored.items()}
+        layout = LAYOUTS[benchmark_layout(path, args.split)][0]
+        result["details"][benchmark.key] = {"path": os.fspath(path), "format": layout, **scored}
     if args.speech_nll:
         from .nll import speech_nll
 
@@ -138,6 +156,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         result["details"]["segmentation_grid"] = segmentation["grid"]
     if args.mmlu:
         result["mmlu"], result["details"]["mmlu"] = _mmlu(args, model, processor.tokenizer, device)
+    if args.representations:
+        from .representations import representation_figures
+
+        prominence = result.get("segmentation", {}).get("prominence", 0.05)
+        result["details"]["representations"] = representation_figures(
+            model, processor, load_from_disk(args.representations), args.out, args.batch_size, prominence=prominence
+        )
     return result
 
 

@@ -1,8 +1,8 @@
 """Likelihood-pair benchmarks: loaders for the released formats and pair building for the four settings.
 
 A benchmark is a list of `ClozeItem`s. Each item holds a context (possibly empty) and a correct and an incorrect
-continuation, each in whichever modalities the benchmark provides: `"text"` (a string) and `"speech"` (an audio
-path, or unit ids in `[0, N)`). `build_pairs(items, setting)` turns items into `Pair`s of processor segments for one
+continuation, each in whichever modalities the benchmark provides: `"text"` (a string, or pre-tokenised text ids)
+and `"speech"` (an audio path, or unit ids in `[0, N)`). `build_pairs(items, setting)` turns items into `Pair`s of processor segments for one
 setting of paper section 4.2:
 
 | setting | context | continuation |
@@ -12,19 +12,23 @@ setting of paper section 4.2:
 | `T->S` | text   | speech |
 | `S->T` | speech | text   |
 
-In the cross-modal settings the processor puts a modality marker between context and continuation. Items without a
+In the cross-modal settings a modality marker goes between context and continuation (the authors' switch token). Items without a
 context (sBLIMP, whole-story spoken StoryCloze files) are whole utterances: only `S` and `T` apply.
 
-Layouts read by `load_benchmark` (detected from the path):
+Layouts read by `load_benchmark` (detected from the path; the README's benchmark table says where each comes from):
 
-- **ZeroSpeech sLM21 sBLIMP**: a folder (or its `gold.csv`) with `gold.csv` (`filename,id,voice,type,subtype,correct,
-  transcription`) and `<filename>.wav` beside it. Rows pair up by `(id, voice)`; `type` is the group for macro
-  averaging; the transcriptions give text BLiMP (`T`).
-- **Spoken StoryCloze release** (slprl/SpokenStoryCloze, `sSC/` and `tSC/`): whole-story wavs
-  `<k>_<storyid>_correct.wav` and `<k+1>_<storyid>_incorrect.wav`, optionally in sub-folders, optionally with
-  same-stem `.txt` transcripts. Each file is context plus ending, so this layout gives whole-utterance pairs
-  (`S`, and `T` when transcripts are present); this is how the paper's authors scored the released files.
-- **Cross-modal StoryCloze** (the split layout of slamkit's cross-modal metric): `<base>_mutual.{wav,txt}` (context),
+- **The authors' cross-modal StoryCloze** (`load_authors_crossmodal`): `cross-modal_manifest.csv` and two feature
+  folders of `<split>.bin` / `<split>.len` memmaps (pre-tokenised SmolLM text, speech units): all four settings,
+  context and continuation apart.
+- **ZeroSpeech sLM21 sBLIMP** (`load_sblimp`): the `syntactic` folder (its `test` split by default) or a split
+  folder with `gold.csv` (`filename,type,subtype,correct,id,voice,transcription`) and `<filename>.wav` beside it.
+  Rows pair up by `(type, subtype, id, voice)`; voices of one pair are averaged, `type` is the macro group; the
+  transcriptions give text BLiMP (`T`).
+- **TWIST's Spoken StoryCloze release** (`sSC/` and `tSC/`): whole-story wavs `<k>_<storyid>_correct.wav` and
+  `<k+1>_<storyid>_incorrect.wav`, optionally in sub-folders, optionally with same-stem `.txt` transcripts. Each
+  file is context plus ending, so this layout gives whole-utterance pairs (`S`, and `T` with transcripts), scored
+  on the whole story as the authors' `full_eval.sh` scores these files.
+- **Split folder** (this package's layout, no public release uses it): `<base>_mutual.{wav,txt}` (context),
   `<base>_correct.{wav,txt}` and `<base>_incorrect.{wav,txt}`, optionally in sub-folders: all four settings.
 - **Text StoryCloze CSV** (ROCStories release: `InputStoryid, InputSentence1..4, RandomFifthSentenceQuiz1/2,
   AnswerRightEnding`, or the lower-case Hub column names): context = the four sentences, `T` only.
@@ -81,8 +85,18 @@ _STORYCLOZE_COLUMNS = {
 class ClozeItem:
     """One benchmark item. Each role maps a modality (`"text"`, `"speech"`) to its content.
 
-    Speech content is an audio path or unit ids; `sources` maps `(role, modality)` to the file it came from, so
-    that errors can name it. An empty `context` marks a whole-utterance item.
+    Text content is a string or pre-tokenised text ids (the authors' format); speech content is an audio path or
+    unit ids. `sources` maps `(role, modality)` to the file it came from, so that errors can name it. An empty
+    `context` marks a whole-utterance item.
+
+    Attributes:
+        group: the group of macro averaging (sBLIMP: the type).
+        base_id: the id this item shares with its other renditions (sBLIMP: the pair over voices); their outcomes
+            are averaged into one before any other averaging. None: the item stands alone.
+        rows: where `correct` / `incorrect` sit among the benchmark's continuations (the authors' manifest row);
+            orders the pool the S->T text prefixes are drawn from. Default: item order.
+        text_eos: the end token the text continuations carry in the data (authors' format); default: the
+            tokenizer's EOS.
     """
 
     id: str
@@ -91,6 +105,9 @@ class ClozeItem:
     context: dict[str, Any] = field(default_factory=dict)
     group: str | None = None
     sources: dict[tuple[str, str], str] = field(default_factory=dict)
+    base_id: str | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    text_eos: int | None = None
 
     def modalities(self) -> set[str]:
         """Modalities in which the item can be scored as a whole utterance."""
@@ -99,13 +116,19 @@ class ClozeItem:
 
 @dataclass
 class Pair:
-    """A scoring pair for one setting: `context` and the two continuations as processor segments."""
+    """A scoring pair for one setting: `context` and the two continuations as processor segments.
+
+    `prefixes` (authors' S->T only): for the correct and the incorrect candidate, the text continuation of another
+    item and its end token, whose last tokens go before the speech context (see `draw_prefix_sources`).
+    """
 
     id: str
     context: list[tuple[str, Any]]
     correct: list[tuple[str, Any]]
     incorrect: list[tuple[str, Any]]
     group: str | None = None
+    base_id: str | None = None
+    prefixes: tuple[tuple[Any, int | None], tuple[Any, int | None]] | None = None
 
 
 def supports(item: ClozeItem, setting: str) -> bool:
@@ -120,8 +143,12 @@ def _describe(item: ClozeItem, role: str, modality: str) -> str:
     return item.sources.get((role, modality)) or f"item {item.id!r} ({role}, {modality})"
 
 
-def build_pairs(items: list[ClozeItem], setting: str) -> list[Pair]:
+def build_pairs(items: list[ClozeItem], setting: str, protocol: str = "authors", seed: int = 42) -> list[Pair]:
     """Pairs of `items` in one setting (`"S"`, `"T"`, `"T->S"`, `"S->T"`).
+
+    A text continuation after a context gets a leading space (context and continuation are tokenised apart): in
+    `T` under both protocols, and in `S->T` under `protocol="authors"`, whose S->T text continuation is the token
+    array of T. Under `"authors"`, S->T pairs also carry the text prefixes drawn with `seed`.
 
     Raises:
         ValueError: an item lacks a modality the setting needs (naming the item or file), or a cross-modal setting
@@ -154,12 +181,9 @@ def build_pairs(items: list[ClozeItem], setting: str) -> list[Pair]:
             item.correct[continuation_modality],
             item.incorrect[continuation_modality],
         )
-        if context and context_modality == continuation_modality == "text":
+        if context and continuation_modality == "text" and (context_modality == "text" or protocol == "authors"):
             # Context and continuation are tokenized separately: a leading space keeps the word boundary.
-            correct, incorrect = (
-                _with_leading_space(correct),
-                _with_leading_space(incorrect),
-            )
+            correct, incorrect = _with_leading_space(correct), _with_leading_space(incorrect)
         pairs.append(
             Pair(
                 id=item.id,
@@ -167,13 +191,58 @@ def build_pairs(items: list[ClozeItem], setting: str) -> list[Pair]:
                 correct=[(continuation_modality, correct)],
                 incorrect=[(continuation_modality, incorrect)],
                 group=item.group,
+                base_id=item.base_id,
             )
         )
+    if protocol == "authors" and setting == "S->T":
+        for pair, prefixes in zip(pairs, draw_prefix_sources(items, seed)):
+            pair.prefixes = prefixes
     return pairs
 
 
-def _with_leading_space(text: str) -> str:
+def _with_leading_space(text: Any) -> Any:
+    """A leading space before a text string (pre-tokenised ids stay as they are)."""
+    if not isinstance(text, str):
+        return text
     return text if text[:1].isspace() else " " + text
+
+
+def draw_prefix_sources(
+    items: list[ClozeItem], seed: int = 42
+) -> list[tuple[tuple[Any, int | None], tuple[Any, int | None]]]:
+    """For each item's correct and incorrect candidate, another continuation's text (and its end token) whose
+    last tokens precede the speech context in the authors' S->T setting.
+
+    As the authors' `cross-modal_eval.py`: one `numpy.random.default_rng(seed)` draws, for each item in order, the
+    correct candidate's source and then the incorrect one's, uniformly among all continuations (in `rows` order)
+    except the candidate's own. Their script draws on each of its passes over the data (one per setting, S->T third
+    in their order S, T, S->T, T->S), so the draws kept here are those of the third pass: on the authors' data they
+    are the prefixes their script used.
+    """
+    pool: dict[int, tuple[Any, int | None]] = {}
+    own: list[tuple[int, int]] = []
+    for index, item in enumerate(items):
+        rows = tuple(item.rows.get(role, 2 * index + k) for k, role in enumerate(("correct", "incorrect")))
+        for row, role in zip(rows, ("correct", "incorrect")):
+            text = getattr(item, role).get("text")
+            if text is None:
+                raise ValueError(f"S->T needs text for {_describe(item, role, 'text')}: missing")
+            if row in pool:
+                raise ValueError(f"item {item.id!r}: continuation row {row} is used twice")
+            pool[row] = (_with_leading_space(text), item.text_eos)
+        own.append(rows)
+    if len(pool) < 2:
+        raise ValueError("the S->T prefixes are drawn from other continuations: need at least 2 continuations")
+    candidates = sorted(pool)
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        draws = []
+        for rows in own:
+            for row in rows:
+                while (drawn := rng.choice(candidates)) == row:
+                    pass
+                draws.append(int(drawn))
+    return [(pool[draws[2 * i]], pool[draws[2 * i + 1]]) for i in range(len(own))]
 
 
 def tokenize_speech(items: list[ClozeItem], speech_tokenizer: Any, batch_size: int = 8) -> list[ClozeItem]:
@@ -327,29 +396,50 @@ def load_storycloze_csv(path: str | os.PathLike) -> list[ClozeItem]:
     return items
 
 
-def load_sblimp(path: str | os.PathLike) -> list[ClozeItem]:
-    """ZeroSpeech sLM21 sBLIMP: `gold.csv` plus `<filename>.wav` in the same folder (speech and text pairs)."""
-    path = os.fspath(path)
-    gold = os.path.join(path, "gold.csv") if os.path.isdir(path) else path
+def _sblimp_gold(path: str, split: str) -> str:
+    """The `gold.csv` of `path`: the file itself, `<path>/gold.csv`, or the split's (`<path>[/syntactic]/<split>`)."""
+    if os.path.isfile(path):
+        return path
+    for folder in (path, os.path.join(path, split), os.path.join(path, "syntactic", split)):
+        if os.path.isfile(os.path.join(folder, "gold.csv")):
+            return os.path.join(folder, "gold.csv")
+    raise FileNotFoundError(
+        f"no sBLIMP gold.csv in {path}, {os.path.join(path, split)} or {os.path.join(path, 'syntactic', split)}: "
+        "pass the sLM21 `syntactic` folder, one of its split folders, or a gold.csv"
+    )
+
+
+def load_sblimp(path: str | os.PathLike, split: str = "test") -> list[ClozeItem]:
+    """ZeroSpeech sLM21 sBLIMP: `gold.csv` plus `<filename>.wav` in the same folder (speech and text pairs).
+
+    `path` is the sLM21 dataset, its `syntactic` folder (the `split` folder is read: the paper reports `test`), a
+    split folder or a `gold.csv`. Rows pair up by `(type, subtype, id, voice)` as the ZeroSpeech toolkit pairs
+    them; the voices of one `(type, subtype, id)` share a `base_id` (the toolkit averages them first) and `type`
+    is the group of the macro average.
+    """
+    gold = _sblimp_gold(os.fspath(path), split)
     folder = os.path.dirname(gold)
     with open(gold, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = {"filename", "id", "voice", "type", "correct", "transcription"} - set(reader.fieldnames or [])
         if missing:
             raise ValueError(f"{gold}: not an sBLIMP gold file (missing columns {sorted(missing)})")
-        groups: dict[tuple[str, str], dict[str, dict[str, str]]] = defaultdict(dict)
+        groups: dict[tuple[str, str, str, str], dict[str, dict[str, str]]] = defaultdict(dict)
         for line, row in enumerate(reader, 2):
             label = {"1": "correct", "0": "incorrect"}.get(row["correct"].strip())
             if label is None:
                 raise ValueError(f"{gold}, line {line}: 'correct' must be 1 or 0, got {row['correct']!r}")
             if not row["transcription"].strip():
                 raise ValueError(f"{gold}, line {line}: empty transcription for {row['filename']}")
-            key = (row["id"], row["voice"])
+            key = (row["type"], row.get("subtype") or "", row["id"], row["voice"])
             if label in groups[key]:
-                raise ValueError(f"{gold}, line {line}: pair id={key[0]} voice={key[1]} has two {label} rows")
+                raise ValueError(
+                    f"{gold}, line {line}: pair type={key[0]} subtype={key[1]} id={key[2]} voice={key[3]} has two "
+                    f"{label} rows"
+                )
             groups[key][label] = {**row, "line": str(line)}
     items = []
-    for (pair_id, voice), rows in groups.items():
+    for (kind, subtype, pair_id, voice), rows in groups.items():
         for label, other in (("correct", "incorrect"), ("incorrect", "correct")):
             if other not in rows:
                 raise ValueError(
@@ -363,18 +453,117 @@ def load_sblimp(path: str | os.PathLike) -> list[ClozeItem]:
             }
             for label in ("correct", "incorrect")
         }
-        sources = {(label, m): f"{gold}, line {rows[label]['line']}" for label in roles for m in ("text",)}
+        sources = {(label, "text"): f"{gold}, line {rows[label]['line']}" for label in roles}
         sources.update({(label, "speech"): roles[label]["speech"] for label in roles})
+        base_id = f"{kind}/{subtype}/{pair_id}"
+        items.append(ClozeItem(id=f"{base_id}/{voice}", group=kind, base_id=base_id, sources=sources, **roles))
+    if not items:
+        raise ValueError(f"{gold}: no rows")
+    return items
+
+
+AUTHORS_MANIFEST = "cross-modal_manifest.csv"
+
+
+def _authors_rows(folder: str, split: str, num_rows: int) -> dict[str, list[np.ndarray]]:
+    """The text and speech rows of the authors' format: `<feats>/<split>.bin` (uint16 ids) split by `.len`.
+
+    Their code reads text lengths as uint64 and speech lengths as uint16, which tells the two feature folders
+    apart (`.len` holds one length per manifest row).
+    """
+    found: dict[str, str] = {}
+    for name in sorted(os.listdir(folder)):
+        lengths = os.path.join(folder, name, f"{split}.len")
+        if not os.path.isfile(lengths):
+            continue
+        itemsize = os.path.getsize(lengths) / max(num_rows, 1)
+        modality = {8: "text", 2: "speech"}.get(itemsize)
+        if modality is None:
+            raise ValueError(
+                f"{lengths}: {os.path.getsize(lengths)} bytes for {num_rows} manifest rows; expected uint64 (text) "
+                "or uint16 (speech) lengths, one per row of " + AUTHORS_MANIFEST
+            )
+        if modality in found:
+            raise ValueError(f"two {modality} feature folders in {folder}: {found[modality]} and {name}; keep one")
+        found[modality] = name
+    missing = {"text", "speech"} - set(found)
+    if missing:
+        raise ValueError(
+            f"{folder}: no {' or '.join(sorted(missing))} features for split {split!r} (expected <feats>/{split}.bin "
+            f"and .len beside {AUTHORS_MANIFEST}, e.g. smollm/ and mhubert25hzl11/)"
+        )
+    rows = {}
+    for modality, name in found.items():
+        base = os.path.join(folder, name, split)
+        lengths = np.fromfile(base + ".len", dtype=np.uint64 if modality == "text" else np.uint16).astype(np.int64)
+        if not os.path.isfile(base + ".bin"):
+            raise FileNotFoundError(f"{base}.bin is missing (its {base}.len exists)")
+        data = np.memmap(base + ".bin", dtype=np.uint16, mode="r")
+        if int(lengths.sum()) != len(data):
+            raise ValueError(f"{base}.len sums to {int(lengths.sum())} ids but {base}.bin holds {len(data)}")
+        if (lengths < 2).any():
+            raise ValueError(
+                f"{base}.len: row {int(np.argmax(lengths < 2))} is shorter than one id plus its end token"
+            )
+        rows[modality] = np.split(np.asarray(data, dtype=np.int64), np.cumsum(lengths)[:-1])
+        ends = {int(r[-1]) for r in rows[modality]}
+        if len(ends) != 1:
+            raise ValueError(f"{base}.bin: rows end with different ids {sorted(ends)[:5]}; each row ends with its EOS")
+    return rows
+
+
+def load_authors_crossmodal(folder: str | os.PathLike, split: str = "test") -> list[ClozeItem]:
+    """The paper authors' cross-modal StoryCloze data (`data/<dataset>/` of their `cross-modal_eval.py`).
+
+    The folder holds `cross-modal_manifest.csv` (`pair_id`, `type` prompt/continuation, `correctness`
+    -/correct/incorrect; row `i` is row `i` of both feature files) and two feature folders with `<split>.bin` /
+    `<split>.len`: pre-tokenised text (SmolLM ids) and speech units, each row ending with its end token, which is
+    dropped as their code drops it. As theirs, each prompt takes the first correct and the first incorrect
+    continuation of its `pair_id`. All four settings.
+    """
+    folder = os.fspath(folder)
+    manifest = os.path.join(folder, AUTHORS_MANIFEST)
+    with open(manifest, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"pair_id", "type", "correctness"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{manifest}: missing columns {sorted(missing)}")
+        table = list(reader)
+    rows = _authors_rows(folder, split, len(table))
+    for modality, arrays in rows.items():
+        if len(arrays) != len(table):
+            raise ValueError(f"{len(arrays)} {modality} rows for {len(table)} manifest rows in {manifest}")
+    prompts: dict[str, int] = {}
+    continuations: dict[str, dict[str, int]] = defaultdict(dict)
+    for index, row in enumerate(table):
+        if row["type"] == "prompt":
+            prompts.setdefault(row["pair_id"], index)
+        elif row["type"] == "continuation" and row["correctness"] in ("correct", "incorrect"):
+            continuations[row["pair_id"]].setdefault(row["correctness"], index)
+        else:
+            raise ValueError(
+                f"{manifest}, line {index + 2}: type must be prompt or continuation (with correctness correct or "
+                f"incorrect), got {row['type']!r} / {row['correctness']!r}"
+            )
+    text_eos = int(rows["text"][0][-1])
+    items = []
+    for pair_id, prompt in prompts.items():
+        found = continuations.get(pair_id, {})
+        if set(found) != {"correct", "incorrect"}:
+            continue  # as the authors' script: a prompt without both continuations is no sample
+        indices = {"context": prompt, **found}
+        content = {role: {m: rows[m][i][:-1] for m in ("text", "speech")} for role, i in indices.items()}
         items.append(
             ClozeItem(
-                id=f"{pair_id}/{voice}",
-                group=rows["correct"]["type"],
-                sources=sources,
-                **roles,
+                id=pair_id,
+                rows={role: indices[role] for role in ("correct", "incorrect")},
+                text_eos=text_eos,
+                sources={(r, m): f"{manifest}, line {i + 2}" for r, i in indices.items() for m in ("text", "speech")},
+                **content,
             )
         )
     if not items:
-        raise ValueError(f"{gold}: no rows")
+        raise ValueError(f"{manifest}: no prompt with both a correct and an incorrect continuation")
     return items
 
 
@@ -420,24 +609,29 @@ def load_pair_manifest(path: str | os.PathLike) -> list[ClozeItem]:
     return items
 
 
-def load_benchmark(path: str | os.PathLike) -> list[ClozeItem]:
-    """Loads a benchmark in any layout of the module docstring, detected from `path`.
+def benchmark_layout(path: str | os.PathLike, split: str = "test") -> str:
+    """The layout of `path` (a key of `LAYOUTS`), detected from its files.
 
     Raises:
+        FileNotFoundError: nothing at `path`.
         ValueError: the path is in no known layout (the message names it and lists the layouts).
     """
     path = os.fspath(path)
     if os.path.isfile(path):
         name = os.path.basename(path)
         if name == "gold.csv":
-            return load_sblimp(path)
+            return "sblimp"
+        if name == AUTHORS_MANIFEST:
+            return "authors"
         if name.endswith(".jsonl"):
-            return load_pair_manifest(path)
+            return "manifest"
         if name.endswith(".csv"):
-            return load_storycloze_csv(path)
+            return "storycloze_csv"
     elif os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "gold.csv")):
-            return load_sblimp(path)
+        if os.path.isfile(os.path.join(path, AUTHORS_MANIFEST)):
+            return "authors"
+        if any(os.path.isfile(os.path.join(path, *sub, "gold.csv")) for sub in ((), (split,), ("syntactic", split))):
+            return "sblimp"
         stems = [
             os.path.splitext(name)[0]
             for _, _, names in os.walk(path)
@@ -445,13 +639,36 @@ def load_benchmark(path: str | os.PathLike) -> list[ClozeItem]:
             if name.lower().endswith((".wav", ".txt"))
         ]
         if any(stem.endswith("_mutual") for stem in stems):
-            return load_crossmodal_storycloze(path)
+            return "split"
         if stems and any(_RELEASE_RE.match(stem) for stem in stems):
-            return load_spoken_storycloze(path)
+            return "release"
     else:
         raise FileNotFoundError(f"no benchmark at {path}")
     raise ValueError(
-        f"{path}: unknown benchmark layout. Expected an sBLIMP folder with gold.csv, a Spoken StoryCloze folder "
+        f"{path}: unknown benchmark layout. Expected the authors' cross-modal folder ({AUTHORS_MANIFEST} + <feats>/"
+        f"{split}.bin/.len), an sBLIMP folder with gold.csv, a Spoken StoryCloze folder "
         "(<k>_<id>_correct.wav / <k+1>_<id>_incorrect.wav), a cross-modal StoryCloze folder (<base>_mutual/_correct/"
         "_incorrect .wav/.txt), a StoryCloze CSV, or a .jsonl pair manifest."
     )
+
+
+# Layout key -> (description for results tables, loader(path, split)).
+LAYOUTS = {
+    "authors": (
+        "authors' cross-modal format",
+        lambda path, split: load_authors_crossmodal(
+            path if os.path.isdir(path) else os.path.dirname(os.fspath(path)), split
+        ),
+    ),
+    "sblimp": ("ZeroSpeech sBLIMP", load_sblimp),
+    "release": ("Spoken StoryCloze release (whole stories)", lambda path, split: load_spoken_storycloze(path)),
+    "split": ("split folder (_mutual/_correct/_incorrect)", lambda path, split: load_crossmodal_storycloze(path)),
+    "storycloze_csv": ("StoryCloze CSV", lambda path, split: load_storycloze_csv(path)),
+    "manifest": ("pair manifest", lambda path, split: load_pair_manifest(path)),
+}
+
+
+def load_benchmark(path: str | os.PathLike, split: str = "test") -> list[ClozeItem]:
+    """Loads a benchmark in any layout of the module docstring, detected from `path` (`benchmark_layout`); `split`
+    picks the split of layouts that hold several (sBLIMP, the authors' format)."""
+    return LAYOUTS[benchmark_layout(path, split)][1](os.fspath(path), split)

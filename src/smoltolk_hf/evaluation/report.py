@@ -9,7 +9,8 @@ A result is a dict (what `smoltolk eval` writes to `results.json`):
  "sstorycloze": {...},
  "mmlu": {"post": acc, "pre": acc},
  "speech_nll": float, "segmentation": {"precision", "recall", "f1", "r_value", "prominence"},
- "details": {...}, "options": {...}}
+ "details": {benchmark: {"path", "format", setting: {"accuracy", "num_pairs", "scope", "ties", "average"}}, ...},
+ "options": {"protocol", "reduction", "scope", "ties", "average", ...}}
 ```
 
 Every key is optional; missing numbers print as "-".
@@ -22,23 +23,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-TABLE1_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("blimp", "T"),
-    ("blimp", "S"),
-    ("tstorycloze", "T"),
-    ("tstorycloze", "S"),
-    ("tstorycloze", "T->S"),
-    ("tstorycloze", "S->T"),
-    ("sstorycloze", "T"),
-    ("sstorycloze", "S"),
-    ("sstorycloze", "T->S"),
-    ("sstorycloze", "S->T"),
-)
-_HEADINGS = {
-    "blimp": "BLIMP",
-    "tstorycloze": "tStoryCloze",
-    "sstorycloze": "sStoryCloze",
-}
+from .benchmarks import BENCHMARKS, PAIR_BENCHMARKS
+
+TABLE1_COLUMNS: tuple[tuple[str, str], ...] = tuple((b.key, s) for b in PAIR_BENCHMARKS for s in b.settings)
 
 
 def _percent(value: float | None) -> str:
@@ -47,7 +34,8 @@ def _percent(value: float | None) -> str:
 
 def table1_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     """Paper Table 1 layout: one row per result, accuracies in percent with one decimal."""
-    header = ["Model"] + [f"{_HEADINGS[b]} {s.replace('->', '→')}" for b, s in TABLE1_COLUMNS] + ["MMLU T (post/pre)"]
+    header = ["Model"] + [f"{BENCHMARKS[b].heading} {s.replace('->', '→')}" for b, s in TABLE1_COLUMNS]
+    header.append("MMLU T (post/pre)")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in results:
         cells = [str(result.get("model", "model"))]
@@ -77,9 +65,32 @@ def extras_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def scoring_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    """How each benchmark was scored: protocol, what each setting's score covers, tie rule, averaging, data."""
+    lines = []
+    for result in results:
+        protocol = result.get("options", {}).get("protocol", "-")
+        for benchmark in PAIR_BENCHMARKS:
+            details = result.get("details", {}).get(benchmark.key)
+            if not details:
+                continue
+            settings = [s for s in benchmark.settings if s in details] + [
+                s for s in details if isinstance(details[s], Mapping) and s not in benchmark.settings
+            ]
+            scopes = "; ".join(f"{s.replace('->', '→')}: {details[s]['scope']}" for s in settings)
+            first = details[settings[0]] if settings else {}
+            lines.append(
+                f"- {result.get('model', 'model')}, {benchmark.heading}: protocol {protocol}; scored on {scopes}; "
+                f"ties {first.get('ties', '-')}, {first.get('average', '-')} average; "
+                f"{details.get('format', 'data')} `{details.get('path', '-')}`"
+            )
+    return "Scoring:\n\n" + "\n".join(lines) if lines else ""
+
+
 def format_report(results: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown report: the Table 1 layout, then the speech NLL / segmentation table when present."""
-    parts = [table1_markdown(results), extras_markdown(results)]
+    """Markdown report: the Table 1 layout, how it was scored, then the speech NLL / segmentation table when
+    present."""
+    parts = [table1_markdown(results), scoring_markdown(results), extras_markdown(results)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 

@@ -23,6 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from .batching import padded_batches
 
 DADAPY_PYTHON_ENV = "SMOLTOLK_DADAPY_PYTHON"
 _GRIDE_WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gride_dadapy.py")
@@ -48,24 +51,16 @@ def last_token_representations(
     Layer `l` is the output of backbone layer `l + 1` (the last one after the final norm, as the text head reads it).
     """
     device = next(model.parameters()).device
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     out = np.zeros(
         (model.config.num_hidden_layers, len(sequences), model.config.hidden_size),
         dtype=np.float32,
     )
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        input_ids = torch.full((len(rows), len(sequences[rows[0]])), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for r, i in enumerate(rows):
-            input_ids[r, : len(sequences[i])] = torch.as_tensor(sequences[i])
-            attention_mask[r, : len(sequences[i])] = 1
+    batches = padded_batches(sequences, model.config, batch_size, None, device, "representations", pad_token_id)
+    for rows, batch in batches:
         hidden = model.model(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            output_hidden_states=True,
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True
         ).hidden_states[1:]  # hidden_states[0] is the backbone input
-        last = torch.as_tensor([len(sequences[i]) - 1 for i in rows], device=device)
+        last = batch["attention_mask"].sum(-1) - 1
         for layer, states in enumerate(hidden):
             out[layer, rows] = states[torch.arange(len(rows), device=device), last].float().cpu().numpy()
     return out
@@ -103,7 +98,7 @@ def subspace_overlap(
     if speech.shape != text.shape:
         raise ValueError(f"paired representations must have the same shape, got {speech.shape} and {text.shape}")
     results = []
-    for s, t in zip(speech, text):
+    for s, t in tqdm(list(zip(speech, text)), desc="subspace overlap", unit="layer", leave=False):
         if percentile is not None:
             s, t = (
                 truncate_activations(s, percentile),
@@ -171,3 +166,106 @@ def intrinsic_dimension(
         subprocess.run([python, _GRIDE_WORKER, arguments], check=True)
         with open(out_path) as f:
             return json.load(f)
+
+
+def paired_samples(rows: Sequence[Any], processor: Any, max_words: int = 20) -> tuple[list, list]:
+    """Joint ids of paired text and speech samples: the first `max_words` words of each aligned utterance (20 in
+    appendix C.1) as text and the units up to the end of its last word as speech."""
+    from .segmentation import word_boundaries
+
+    text, speech = [], []
+    for row in rows:
+        words, units = list(row["words"]), list(row["units"])
+        if not words or not units or len(row["word_end_times"]) != len(words):
+            continue
+        if len(words) > max_words:
+            cut = word_boundaries(row["durations"], [row["word_end_times"][max_words - 1]], row["frame_rate"])
+            if len(cut) == 0:
+                continue
+            words, units = words[:max_words], units[: int(cut[0])]
+        text.append(processor(text=" ".join(words))["input_ids"])
+        speech.append(processor(units=units)["input_ids"])
+    return text, speech
+
+
+def representation_figures(
+    model: Any,
+    processor: Any,
+    dataset: Any,
+    out_dir: str | os.PathLike,
+    batch_size: int = 8,
+    n_components: int = 50,
+    python: str | None = None,
+    prominence: float = 0.05,
+) -> dict[str, Any]:
+    """Figures 3, 4 and 5 of the paper for one model on a units dataset with transcripts and word alignments.
+
+    Paired samples (`paired_samples`) give the last-token representations of every layer in both modalities:
+    Figure 4 plots their subspace overlap per layer, Figure 3 the GRIDE intrinsic dimension of each modality per
+    layer (skipped, with the reason recorded, when the dadapy interpreter is missing), Figure 5 the selector
+    weights across the first aligned utterance with its word boundaries and the peaks of `omega^(L)` at
+    `prominence` (the tuned one of the segmentation, when run; needs the dynamic selector).
+
+    Returns:
+        The numbers behind the figures and the PNG paths (`figure3`, `figure4`, `figure5`).
+    """
+    from .plots import plot_layer_weights, plot_per_layer
+    from .segmentation import detect_peaks, layer_weights, word_boundaries
+
+    out_dir = os.fspath(out_dir)
+    rows = [row for row in dataset if len(row["word_end_times"]) > 0 and len(row["units"]) > 0]
+    text_ids, speech_ids = paired_samples(rows, processor)
+    if len(text_ids) < 3:
+        raise ValueError(f"representation analyses need at least 3 word-aligned utterances, got {len(text_ids)}")
+    text = last_token_representations(model, text_ids, batch_size, processor.pad_token_id)
+    speech = last_token_representations(model, speech_ids, batch_size, processor.pad_token_id)
+    components = min(n_components, len(text_ids) - 1)
+    overlap = subspace_overlap(speech, text, components)
+    result: dict[str, Any] = {"num_samples": len(text_ids), "n_components": components, "subspace_overlap": overlap}
+    curves = {
+        "mean of both directions": [o["mean"] for o in overlap],
+        "speech on text's components": [o["speech_on_text"] for o in overlap],
+        "text on speech's components": [o["text_on_speech"] for o in overlap],
+    }
+    result["figure4"] = plot_per_layer(
+        curves,
+        os.path.join(out_dir, "figure4_subspace_overlap.png"),
+        ylabel=f"variance explained by the other modality's top {components} PCs",
+        title="Figure 4: cross-modal subspace overlap per layer",
+    )
+    # GRIDE needs more neighbours than scales: shrink the scales for small sample sets.
+    range_max = min(64, 2 ** int(np.log2(max(len(text_ids) - 1, 2))))
+    try:
+        dimensions = {
+            name: intrinsic_dimension(reps, python, range_max=range_max, scale=min(16, range_max))
+            for name, reps in (("text", text), ("speech", speech))
+        }
+    except FileNotFoundError as error:
+        result["figure3"], result["figure3_skipped"] = None, str(error)
+        print(f"Figure 3 skipped: {error}")
+    else:
+        result["intrinsic_dimension"] = dimensions
+        result["figure3"] = plot_per_layer(
+            {name: [layer["id"] for layer in d] for name, d in dimensions.items()},
+            os.path.join(out_dir, "figure3_intrinsic_dimension.png"),
+            ylabel=f"intrinsic dimension (GRIDE, scale {min(16, range_max)})",
+            title="Figure 3: intrinsic dimension of the representations per layer",
+            errors={name: [layer["id_std"] for layer in d] for name, d in dimensions.items()},
+        )
+    if model.config.use_dynamic_pooling:
+        row = rows[0]
+        omega = layer_weights(model, processor, [row["units"]])[0]
+        ends = [
+            (int(b[0]), word)
+            for word, end in zip(row["words"], row["word_end_times"])
+            if len(b := word_boundaries(row["durations"], [end], row["frame_rate"]))
+        ]
+        result["figure5"] = plot_layer_weights(
+            omega,
+            os.path.join(out_dir, "figure5_layer_weights.png"),
+            boundaries=[b for b, _ in ends],
+            words=[w for _, w in ends],
+            peaks=detect_peaks(omega[:, -1], prominence),
+            title=f"Figure 5: selector weights across utterance {row['id']} (dashed: word ends)",
+        )
+    return result

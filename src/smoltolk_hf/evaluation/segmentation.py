@@ -27,7 +27,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from scipy.signal import find_peaks
-from tqdm.auto import tqdm
+
+from .batching import padded_batches
 
 PROMINENCE_GRID = tuple(round(0.01 * i, 2) for i in range(1, 16))  # (0, 0.15] in steps of 0.01
 R_VALUE_DEFINITIONS = ("rasanen", "kreuk")
@@ -43,17 +44,9 @@ def layer_weights(model: Any, processor: Any, units: Sequence[Sequence[int]], ba
         raise ValueError("the model has no dynamic layer selector (use_dynamic_pooling=False): no omega to read")
     device = next(model.parameters()).device
     encoded = [processor(units=list(u))["input_ids"] for u in units]
-    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     results: list[np.ndarray | None] = [None] * len(encoded)
-    for start in tqdm(range(0, len(order), batch_size), desc="layer weights (batches)", disable=None):
-        rows = order[start : start + batch_size]
-        length = len(encoded[rows[0]])
-        input_ids = torch.full((len(rows), length), processor.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for r, i in enumerate(rows):
-            input_ids[r, : len(encoded[i])] = torch.as_tensor(encoded[i])
-            attention_mask[r, : len(encoded[i])] = 1
-        omega = model.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).layer_weights
+    for rows, batch in padded_batches(encoded, model.config, batch_size, device=device, desc="layer weights"):
+        omega = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).layer_weights
         omega = omega.float().cpu().numpy()
         for r, i in enumerate(rows):
             n_units = len(units[i])
