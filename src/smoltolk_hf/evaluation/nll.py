@@ -19,9 +19,8 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..data.samples import labels_from_ids
+from .batching import padded_batches
 from .scoring import token_log_probs
 
 NLL_MODES = ("packed", "utterance")
@@ -115,12 +114,8 @@ def _packed_nll(
     ]
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    # Full windows batch without padding; the last (shorter) one goes alone.
-    full = windows[:-1]
-    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)] + [windows[-1:]]
-    for batch in tqdm(batches, desc="speech NLL (packed windows)", disable=None):
-        input_ids = torch.stack(batch)
-        out = model(input_ids=input_ids.to(device), labels=labels_from_ids(input_ids, config).to(device))
+    for _, batch in padded_batches(windows, config, batch_size, device=device, desc="speech NLL (packed windows)"):
+        out = model(**batch)
         total += float(out.speech_loss.double() * out.num_speech_targets)
         count += int(out.num_speech_targets)
     return total, count, len(windows)
