@@ -34,6 +34,7 @@ from transformers import AutoTokenizer
 from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
 
 from .evaluation.benchmarks import ALIASES, BENCHMARKS
+from .evaluation.mmlu import HUB_MMLU, MMLU_SUBJECTS
 from .modeling_smoltolk import SmolTolkForCausalLM
 from .pipeline_speech_continuation import check_processor_layout
 from .processing_smoltolk import PROCESSOR_CONFIG_NAME, SmolTolkProcessor
@@ -55,23 +56,13 @@ TABLE1: dict[str, tuple[str, str | None, tuple[str, ...]]] = {
     b.key: (b.heading, b.hub_dataset, b.settings) for b in BENCHMARKS.values()
 }
 # Entries of a `smoltolk eval` result that are not Table 1 accuracies.
-_NOT_ACCURACIES = ("model", "speech_nll", "segmentation", "details", "options")
+_NOT_ACCURACIES = ("model", "speech_nll", "segmentation", "details", "options", "mmlu_task")
 
 ResultsInput = Mapping[str, Any] | Sequence[Mapping[str, Any]] | str | os.PathLike
 
 
-def load_results(results: ResultsInput, model_name: str | None = None) -> dict[str, dict[str, float]]:
-    """Reads evaluation results into `{task: {setting: accuracy}}` (Table 1 tasks first, in the paper's order).
-
-    Args:
-        results: a dict `{task: {setting: accuracy}}` (extra `smoltolk eval` entries such as `model` or
-            `speech_nll` are ignored), a list of such dicts (`smoltolk eval`'s `results.json`: the one entry, or
-            the one whose `model` is `model_name`), or the path of a JSON file holding either.
-        model_name: picks the entry of a list with several.
-
-    Raises:
-        ValueError: on an accuracy outside [0, 1] or not a number, a malformed entry, or an ambiguous list.
-    """
+def _results_entry(results: ResultsInput, model_name: str | None = None) -> Mapping[str, Any]:
+    """The one result dict of `results` (a dict, a list of them, or a JSON file of either; see `load_results`)."""
     if isinstance(results, (str, os.PathLike)):
         with open(results) as f:
             results = json.load(f)
@@ -86,7 +77,56 @@ def load_results(results: ResultsInput, model_name: str | None = None) -> dict[s
     if not isinstance(results, Mapping):
         kind = type(results).__name__
         raise ValueError(f"results must be a dict {{task: {{setting: accuracy}}}}, got {kind}")  # noqa: TRY004
+    return results
 
+
+def mmlu_label(run: Mapping[str, Any] | None) -> dict[str, Any]:
+    """How the card names an MMLU score, from what `smoltolk eval` recorded of the run (`results["mmlu_task"]`:
+    task, dataset, split, subjects, metric, average, few-shot count, limit).
+
+    Only a run of all 57 subjects of the Hub's `cais/mmlu` test split without a limit is labelled `cais/mmlu`; a
+    local copy, a subset or a limited run is labelled by its task and subjects, and a score without a record of
+    its run claims no dataset.
+    """
+    if not run:
+        return {"dataset_type": "MMLU", "dataset_name": "MMLU", "note": "MMLU: task and data not recorded."}
+    subjects = list(run.get("subjects") or [])
+    full = bool(run.get("full_mmlu"))
+    source = HUB_MMLU if full else ("a local copy" if "local" in str(run.get("dataset")) else run.get("dataset"))
+    total = len(MMLU_SUBJECTS)
+    scope = (
+        f"all {total} subjects"
+        if len(subjects) == total
+        else f"{len(subjects)} of {total} subjects ({', '.join(subjects)})"
+    )
+    limit = "" if run.get("limit") is None else f", at most {run['limit']} questions per subject"
+    note = (
+        f"MMLU: lm-eval task `{run.get('task')}`, {run.get('metric', 'acc')} ({run.get('average', 'weighted')} "
+        f"average), {run.get('num_fewshot', 0)}-shot, on {source} {run.get('split', 'test')} split, {scope}{limit}."
+    )
+    return {
+        "dataset_type": HUB_MMLU if full else str(run.get("task")),
+        "dataset_name": "MMLU" if full else f"MMLU ({run.get('task')}, {scope}{limit})",
+        "dataset_split": run.get("split"),
+        "dataset_config": "all" if full else ",".join(subjects),
+        "metric_name": f"{run.get('metric', 'acc')} ({run.get('average', 'weighted')})",
+        "note": note,
+    }
+
+
+def load_results(results: ResultsInput, model_name: str | None = None) -> dict[str, dict[str, float]]:
+    """Reads evaluation results into `{task: {setting: accuracy}}` (Table 1 tasks first, in the paper's order).
+
+    Args:
+        results: a dict `{task: {setting: accuracy}}` (extra `smoltolk eval` entries such as `model` or
+            `speech_nll` are ignored), a list of such dicts (`smoltolk eval`'s `results.json`: the one entry, or
+            the one whose `model` is `model_name`), or the path of a JSON file holding either.
+        model_name: picks the entry of a list with several.
+
+    Raises:
+        ValueError: on an accuracy outside [0, 1] or not a number, a malformed entry, or an ambiguous list.
+    """
+    results = _results_entry(results, model_name)
     table: dict[str, dict[str, float]] = {}
     for task, settings in results.items():
         if task in _NOT_ACCURACIES:
@@ -116,24 +156,38 @@ def eval_results(results: ResultsInput, model_name: str | None = None) -> list[E
     """The results as `huggingface_hub.EvalResult`s for the card's `model-index`, accuracies in percent.
 
     One entry per task and setting (the setting is the dataset config). MMLU "pre" is the backbone's score before
-    speech training, not this model's, so it is shown in the card's table but left out of the metadata.
+    speech training, not this model's, so it is shown in the card's table but left out of the metadata; MMLU is
+    labelled by what was run (`mmlu_label`).
     """
+    entry = _results_entry(results, model_name)
+    mmlu = mmlu_label(entry.get("mmlu_task"))
     out = []
-    for task, settings in load_results(results, model_name).items():
+    for task, settings in load_results(entry).items():
         heading, dataset_id, _ = TABLE1.get(task, (task, None, ()))
         for setting, accuracy in settings.items():
             if task == "mmlu" and setting == "pre":
                 continue
+            label = {
+                "dataset_type": dataset_id or heading,
+                "dataset_name": heading,
+                "dataset_config": setting,
+                "metric_name": f"accuracy ({setting.replace('->', '→')})",
+            }
+            if task == "mmlu":
+                label = {
+                    "dataset_type": mmlu["dataset_type"],
+                    "dataset_name": mmlu["dataset_name"],
+                    "dataset_config": mmlu.get("dataset_config", setting),
+                    "dataset_split": mmlu.get("dataset_split"),
+                    "metric_name": f"{mmlu.get('metric_name', 'accuracy')} ({setting})",
+                }
             out.append(
                 EvalResult(
                     task_type="text-generation",
                     task_name="Zero-shot likelihood evaluation",
-                    dataset_type=dataset_id or heading,
-                    dataset_name=heading,
-                    dataset_config=setting,
                     metric_type="accuracy",
-                    metric_name=f"accuracy ({setting.replace('->', '→')})",
                     metric_value=round(100 * accuracy, 2),
+                    **label,
                 )
             )
     return out
@@ -238,7 +292,8 @@ def model_card(
     """Builds the model card: metadata (base model, datasets, tags, `model-index` from `results`), a description
     of the architecture read from the config, a usage snippet, the evaluation table and the paper citation."""
     config = model.config
-    table = load_results(results, model_name) if results is not None else None
+    entry = _results_entry(results, model_name) if results is not None else None
+    table = load_results(entry) if entry is not None else None
     card_data = ModelCardData(
         model_name=model_name,
         base_model=base_model,
@@ -247,7 +302,7 @@ def model_card(
         license=license,
         library_name="transformers",
         tags=TAGS,
-        eval_results=eval_results(table) if table else None,
+        eval_results=eval_results(entry) if table else None,
     )
     if config.use_dynamic_pooling:
         pooling = "dynamic multi-level pooling (static weights and an input-dependent selector)"
@@ -264,7 +319,12 @@ def model_card(
         speech_params=counts.speech,
         repo=repo_id or model_name,
         speech_prompt='audio="prompt.wav"' if has_speech_tokenizer else f"units={example_units(config)}",
-        evaluation=_EVALUATION.format(table=_results_table(table)) if table else "",
+        evaluation=_EVALUATION.format(
+            table=_results_table(table)
+            + (f"\n\n{mmlu_label(entry.get('mmlu_task'))['note']}" if "mmlu" in table else "")
+        )
+        if table
+        else "",
         citation=CITATION,
     )
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .mmlu import HUB_MMLU
 from .pairs import ClozeItem, load_benchmark
 
 STORYCLOZE_SETTINGS = ("T", "S", "T->S", "S->T")  # Table 1 column order
@@ -71,7 +72,8 @@ BENCHMARKS: dict[str, Benchmark] = {
             loader=load_benchmark,
             help="spoken StoryCloze: the authors' cross-modal folder, TWIST's sSC folder, or any load_benchmark layout",
         ),
-        Benchmark("mmlu", "MMLU", ("post", "pre"), flag="mmlu", hub_dataset="cais/mmlu"),
+        # The card names cais/mmlu only for a run of its whole test split (hub.mmlu_label).
+        Benchmark("mmlu", "MMLU", ("post", "pre"), flag="mmlu", hub_dataset=HUB_MMLU),
     )
 }
 PAIR_BENCHMARKS: tuple[Benchmark, ...] = tuple(b for b in BENCHMARKS.values() if b.loader is not None)

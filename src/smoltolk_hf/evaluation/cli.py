@@ -93,8 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the text backbone before speech training, for MMLU pre",
     )
-    parser.add_argument("--mmlu-tasks", nargs="+", default=["mmlu_continuation"])
-    parser.add_argument("--mmlu-metric", default="acc", help="lm-eval metric reported as MMLU")
+    parser.add_argument(
+        "--mmlu-tasks",
+        nargs="+",
+        default=["smollm_mmlu_cloze"],
+        help="lm-eval tasks; the first is reported (default: MMLU in SmolLM's cloze formulation)",
+    )
+    parser.add_argument("--mmlu-metric", default="acc_norm", help="lm-eval metric reported as MMLU (acc, acc_norm)")
+    parser.add_argument(
+        "--mmlu-average",
+        choices=("weighted", "macro"),
+        default="weighted",
+        help="over questions (lm-eval's group score, SmolLM2's mmlu_cf) or over subjects (SmolLM's mmlu_cloze)",
+    )
+    parser.add_argument("--mmlu-data", default=None, help="local copy of cais/mmlu (<subject>/test-*.parquet)")
+    parser.add_argument("--mmlu-subjects", nargs="+", default=None, help="MMLU subjects (default: all)")
     parser.add_argument("--mmlu-include-path", default=None, help="folder of extra lm-eval task YAMLs")
     parser.add_argument("--mmlu-limit", type=float, default=None)
     parser.add_argument(
@@ -155,7 +168,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         result["segmentation"] = {k: v for k, v in segmentation.items() if k != "grid"}
         result["details"]["segmentation_grid"] = segmentation["grid"]
     if args.mmlu:
-        result["mmlu"], result["details"]["mmlu"] = _mmlu(args, model, processor.tokenizer, device)
+        result["mmlu"], result["mmlu_task"], result["details"]["mmlu"] = _mmlu(
+            args, model, processor.tokenizer, device
+        )
     if args.representations:
         from .representations import representation_figures
 
@@ -166,13 +181,16 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _mmlu(args: argparse.Namespace, model: Any, tokenizer: Any, device: str) -> tuple[dict[str, float], dict]:
+def _mmlu(args: argparse.Namespace, model: Any, tokenizer: Any, device: str) -> tuple[dict[str, float], dict, dict]:
+    """MMLU post (and pre with `--mmlu-pre`): the reported scores, the record of what was run, the details."""
     from transformers import AutoModelForCausalLM
 
     from .mmlu import run_lm_eval
 
-    def run(lm: Any) -> dict[str, dict[str, float]]:
-        return run_lm_eval(
+    task = args.mmlu_tasks[0]
+
+    def run(lm: Any) -> dict[str, Any]:
+        scored = run_lm_eval(
             lm,
             tokenizer,
             args.mmlu_tasks,
@@ -180,16 +198,18 @@ def _mmlu(args: argparse.Namespace, model: Any, tokenizer: Any, device: str) -> 
             limit=args.mmlu_limit,
             include_path=args.mmlu_include_path,
             device=device,
+            data=args.mmlu_data,
+            subjects=args.mmlu_subjects,
         )
+        return scored.summary(task, args.mmlu_metric)
 
-    task = args.mmlu_tasks[0]
     details = {"post": run(model)}
-    summary = {"post": details["post"][task][args.mmlu_metric]}
     if args.mmlu_pre:
         backbone = AutoModelForCausalLM.from_pretrained(args.mmlu_pre, dtype=model.dtype).to(device).eval()
         details["pre"] = run(backbone)
-        summary["pre"] = details["pre"][task][args.mmlu_metric]
-    return summary, details
+    summary = {stage: scores[args.mmlu_average] for stage, scores in details.items()}
+    record = {k: v for k, v in details["post"].items() if k not in ("weighted", "macro", "per_task")}
+    return summary, {**record, "average": args.mmlu_average}, details
 
 
 def cli_eval(argv: list[str] | None = None) -> int:
