@@ -1,6 +1,7 @@
 """`smoltolk eval` end to end on a saved tiny model and the demo evaluation."""
 
 import json
+import os
 
 import numpy as np
 from datasets import Dataset
@@ -12,6 +13,7 @@ from smoltolk_hf.evaluation.demo_eval import (
     cloze_items_from_corpus,
     run_demo_evaluation,
 )
+from smoltolk_hf.evaluation.representations import default_dadapy_python
 
 
 def units_dataset(n: int = 6, seed: int = 0) -> Dataset:
@@ -115,3 +117,25 @@ def test_demo_evaluation(tmp_path, capsys):
     with open(result["figure"], "rb") as f:
         assert f.read(4) == b"\x89PNG"
     assert "T→S" in capsys.readouterr().out
+
+
+def test_cli_representations_writes_figures_3_4_5(tmp_path):
+    model, processor = tiny_eval_model()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    units_dataset(12).save_to_disk(tmp_path / "units")
+    argv = [str(tmp_path / "model"), "--out", str(tmp_path / "out"), "--representations", str(tmp_path / "units")]
+    assert cli_eval(argv) == 0
+    (result,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    figures = result["details"]["representations"]
+    layers = model.config.num_hidden_layers
+    assert figures["num_samples"] == 12 and len(figures["subspace_overlap"]) == layers
+    assert all(0.0 <= layer["mean"] <= 1.0 + 1e-9 for layer in figures["subspace_overlap"])
+    names = ["figure4", "figure5"] + (["figure3"] if os.path.isfile(default_dadapy_python()) else [])
+    for name in names:
+        with open(figures[name], "rb") as f:
+            assert f.read(4) == b"\x89PNG"
+    if "figure3" not in names:
+        assert figures["figure3"] is None and "dadapy" in figures["figure3_skipped"]
+    else:
+        assert len(figures["intrinsic_dimension"]["speech"]) == layers

@@ -230,11 +230,12 @@ def representation_figures(
     result["figure4"] = plot_per_layer(
         curves,
         os.path.join(out_dir, "figure4_subspace_overlap.png"),
-        ylabel=f"variance explained by the other modality's top {components} PCs",
+        ylabel=f"fraction of variance explained\nby the other modality's top {components} PCs",
         title="Figure 4: cross-modal subspace overlap per layer",
     )
-    # GRIDE needs more neighbours than scales: shrink the scales for small sample sets.
-    range_max = min(64, 2 ** int(np.log2(max(len(text_ids) - 1, 2))))
+    # GRIDE needs more distinct points than neighbours: shrink the scales for small sample sets.
+    distinct = min(len(np.unique(reps[0], axis=0)) for reps in (text, speech))
+    range_max = min(64, 2 ** int(np.log2(max(distinct - 1, 2))))
     try:
         dimensions = {
             name: intrinsic_dimension(reps, python, range_max=range_max, scale=min(16, range_max))
