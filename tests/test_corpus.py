@@ -21,14 +21,14 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from smoltolk_hf.data.corpus import synthesize_corpus
+    from smoltolk_hf.demo.corpus import synthesize_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     return synthesize_corpus(out, 5, seed=3)
 
 
 def test_corpus_is_word_aligned_and_deterministic(corpus, tmp_path):
-    from smoltolk_hf.data.corpus import synthesize_corpus
+    from smoltolk_hf.demo.corpus import synthesize_corpus
 
     rows = [json.loads(line) for line in Path(corpus).read_text().splitlines()]
     assert len(rows) == 5 and len({r["text"] for r in rows}) == 5

@@ -8,11 +8,11 @@ from datasets import Dataset
 from helpers import EVAL_NUM_UNITS, EVAL_SENTENCES, tiny_eval_model
 
 from smoltolk_hf.data.prepare import UNIT_DATASET_FEATURES
-from smoltolk_hf.evaluation.cli import cli_eval
-from smoltolk_hf.evaluation.demo_eval import (
+from smoltolk_hf.demo.evaluation import (
     cloze_items_from_corpus,
     run_demo_evaluation,
 )
+from smoltolk_hf.evaluation.cli import cli_eval
 from smoltolk_hf.evaluation.representations import default_dadapy_python
 
 

@@ -44,7 +44,7 @@ def speech_corpus(tmp_path_factory):
     """Real espeak-ng speech (22.05 kHz wav files) with their transcripts."""
     if shutil.which("espeak-ng") is None or not os.path.exists("/usr/share/games/fortunes/fortunes"):
         pytest.skip("needs the Debian packages espeak-ng and fortunes-min to synthesise test speech")
-    from smoltolk_hf.data.corpus import synthesize_corpus
+    from smoltolk_hf.demo.corpus import synthesize_corpus
 
     out = tmp_path_factory.mktemp("speech")
     synthesize_corpus(out, 3, seed=0, sentences_per_utterance=(1, 1))

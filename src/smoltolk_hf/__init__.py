@@ -11,10 +11,10 @@ from .backbones import embedded_backbone_path, load_embedded_backbone, locate_em
 from .configuration_smoltolk import PRESETS, SmolTolkConfig
 from .conversion import convert_authors_checkpoint
 from .data.collator import SmolTolkDataCollator
-from .data.corpus import synthesize_corpus
 from .data.mixture import SmolTolkMixture
 from .data.prepare import UNIT_DATASET_COLUMNS, tokenize_audio_dataset
 from .data.samples import InterleavedSampleBuilder, SpeechSampleBuilder, TextSampleBuilder
+from .demo.corpus import synthesize_corpus
 from .evaluation import ScoringOptions, evaluate_items, load_benchmark, speech_nll
 from .hub import export_for_hub, push_to_hub
 from .modeling_smoltolk import SmolTolkForCausalLM, SmolTolkModel, SmolTolkPreTrainedModel

@@ -7,7 +7,7 @@ import sys
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo.run import run_demo
 
     result = run_demo(
         cache_dir=args.cache_dir, max_new_tokens=args.max_new_tokens, train=not args.no_train, work_dir=args.work_dir
@@ -25,7 +25,7 @@ def _backbone(args: argparse.Namespace) -> int:
 
 
 def _synth_corpus(args: argparse.Namespace) -> int:
-    from .data.corpus import synthesize_corpus
+    from .demo.corpus import synthesize_corpus
 
     print(synthesize_corpus(args.out_dir, args.n, seed=args.seed))
     return 0

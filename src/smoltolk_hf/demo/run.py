@@ -4,8 +4,8 @@
 2. checks that its text logits equal the backbone's (a fresh SmolTolk is the text LM on text);
 3. generates a text continuation and a speech-unit continuation from short prompts;
 4. (unless `train=False`) synthesises a tiny spoken corpus, trains stage 1 and stage 2 on CPU
-   (`training.demo_training`), and evaluates the trained model on a held-out spoken cloze set in the four settings
-   with the paper's Figure 5 plot (`evaluation.demo_eval`).
+   (`demo.training`), and evaluates the trained model on a held-out spoken cloze set in the four settings
+   with the paper's Figure 5 plot (`demo.evaluation`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import time
 import datasets
 import torch
 
-from .backbones import load_embedded_backbone
-from .configuration_smoltolk import SmolTolkConfig
-from .evaluation.demo_eval import run_demo_evaluation
-from .modeling_smoltolk import SmolTolkForCausalLM
-from .processing_smoltolk import SmolTolkProcessor
-from .summary import count_parameters, format_parameter_table
-from .training.demo_training import run_demo_training
+from ..backbones import load_embedded_backbone
+from ..configuration_smoltolk import SmolTolkConfig
+from ..modeling_smoltolk import SmolTolkForCausalLM
+from ..processing_smoltolk import SmolTolkProcessor
+from ..summary import count_parameters, format_parameter_table
+from .evaluation import run_demo_evaluation
+from .training import run_demo_training
 
 TEXT_PROMPT = "The quick brown fox"
 # A short run of speech units (unit ids, not joint ids); the speech parts are untrained at this point.

@@ -23,13 +23,13 @@ import torch
 import yaml
 
 from ..backbones import load_embedded_backbone
-from ..data.corpus import fortune_sentences, synthesize_corpus
 from ..data.prepare import read_audio_source, tokenize_audio_dataset
 from ..data.samples import SpeechSampleBuilder
 from ..modeling_smoltolk import SmolTolkForCausalLM
 from ..processing_smoltolk import SmolTolkProcessor
 from ..tokenization_speech import MfccFrontEnd, SpeechTokenizer
-from .train import build_trainer
+from ..training.train import build_trainer
+from .corpus import fortune_sentences, synthesize_corpus
 
 NUM_UNITS = 500
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from .pairs import SETTINGS, ClozeItem
-from .plots import plot_layer_weights
-from .scoring import ScoringOptions, evaluate_items
-from .segmentation import (
+from ..evaluation.pairs import SETTINGS, ClozeItem
+from ..evaluation.plots import plot_layer_weights
+from ..evaluation.scoring import ScoringOptions, evaluate_items
+from ..evaluation.segmentation import (
     detect_peaks,
     evaluate_segmentation,
     layer_weights,
