@@ -210,15 +210,22 @@ def test_smoltolk_eval_mmlu_on_a_local_copy_and_the_card_label(tmp_path):
     record = result["mmlu_task"]
     assert record["task"] == "smollm_mmlu_cloze" and record["subjects"] == sorted(LOCAL_MMLU)
     assert (record["average"], record["full_mmlu"], record["dataset"]) == ("macro", False, f"local files under {mmlu}")
+    assert "MMLU: task `smollm_mmlu_cloze`, acc_norm (macro average), 0-shot, local files under" in (
+        (tmp_path / "eval" / "results.md").read_text()
+    )
 
     # The card names the task and the three subjects, never cais/mmlu.
     card = model_card(model, "tiny", results=tmp_path / "eval" / "results.json")
     (entry,) = card.data.eval_results
     assert entry.dataset_type == "smollm_mmlu_cloze" and entry.metric_value == round(100 * post["macro"], 2)
-    assert entry.dataset_name == "MMLU (smollm_mmlu_cloze, 3 of 57 subjects (anatomy, astronomy, high_school_us_history))"
+    assert (
+        entry.dataset_name == "MMLU (smollm_mmlu_cloze, 3 of 57 subjects (anatomy, astronomy, high_school_us_history))"
+    )
     assert entry.dataset_config == "anatomy,astronomy,high_school_us_history"
     assert "cais/mmlu" not in str(card)
-    assert "lm-eval task `smollm_mmlu_cloze`, acc_norm (macro average), 0-shot, on a local copy test split" in card.text
+    assert (
+        "lm-eval task `smollm_mmlu_cloze`, acc_norm (macro average), 0-shot, on a local copy test split" in card.text
+    )
 
     # Only the whole test split of the Hub's cais/mmlu, unlimited, is labelled cais/mmlu.
     full = {**record, "dataset": "cais/mmlu", "subjects": sorted(MMLU_SUBJECTS), "full_mmlu": True}

@@ -1,10 +1,12 @@
 """Speech NLL: per utterance (the default) and on packed windows (the training loss of paper Figure 2)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset
-from helpers import tiny_eval_model
+from helpers import EVAL_NUM_UNITS, make_speech_data, tiny_eval_model
 
 from smoltolk_hf.data.samples import SpeechSampleBuilder, labels_from_ids
 from smoltolk_hf.evaluation import speech_nll
@@ -68,3 +70,33 @@ def test_nll_refuses_bad_options():
         speech_nll(model, processor, UTTERANCES, mode="packed", include_eos=False)
     with pytest.raises(ValueError, match="no utterances"):
         speech_nll(model, processor, [], mode="packed")
+
+
+def test_smoltolk_eval_nll_and_segmentation_options_are_recorded(tmp_path):
+    from smoltolk_hf.evaluation.cli import cli_eval
+    from smoltolk_hf.evaluation.segmentation import evaluate_segmentation
+
+    model, processor = tiny_eval_model()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    data = make_speech_data(4)[0].map(lambda row: {"units": [u % EVAL_NUM_UNITS for u in row["units"]]})
+    data.save_to_disk(tmp_path / "units")
+    argv = [str(tmp_path / "model"), "--out", str(tmp_path / "out"), "--device", "cpu", "--name", "tiny"]
+    argv += ["--speech-nll", str(tmp_path / "units"), "--nll-mode", "packed", "--nll-max-length", "16"]
+    argv += ["--segmentation", str(tmp_path / "units"), "--segmentation-r-value", "kreuk", "--segmentation-rescale"]
+    assert cli_eval([*argv, "--segmentation-tolerance", "2"]) == 0
+    (result,) = json.loads((tmp_path / "out" / "results.json").read_text())
+    expected = speech_nll(model, processor, data["units"], max_length=16, mode="packed")
+    assert result["speech_nll"] == pytest.approx(expected["nll"], abs=1e-5)
+    assert result["details"]["speech_nll"]["mode"] == "packed" and result["details"]["speech_nll"]["max_length"] == 16
+    segmentation = evaluate_segmentation(model, processor, data, tolerance=2, r_value="kreuk", rescale=True)
+    assert result["segmentation"]["r_value"] == pytest.approx(segmentation["r_value"])
+    assert (result["segmentation"]["tolerance"], result["segmentation"]["r_value_definition"]) == (2, "kreuk")
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert (
+        f"tiny, speech NLL: packed mode, windows of 16 ids, end tokens scored, {expected['num_targets']}" in markdown
+    )
+    assert (
+        "tiny, segmentation: R-value with kreuk over-segmentation, tolerance 2 token(s), peaks on per-utterance"
+        in markdown
+    )

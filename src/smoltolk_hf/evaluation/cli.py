@@ -79,9 +79,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="units dataset (save_to_disk folder) for the speech NLL",
     )
     parser.add_argument(
+        "--nll-mode",
+        choices=("utterance", "packed"),
+        default="utterance",
+        help="utterance: each utterance alone; packed: the training loss on packed windows (paper Figure 2)",
+    )
+    parser.add_argument(
+        "--nll-max-length",
+        type=int,
+        default=None,
+        help="window length in ids (packed: pass the training context length; default: max_position_embeddings)",
+    )
+    parser.add_argument(
         "--segmentation",
         default=None,
         help="word-aligned units dataset for word segmentation",
+    )
+    parser.add_argument(
+        "--segmentation-r-value",
+        choices=("rasanen", "kreuk"),
+        default="rasanen",
+        help="over-segmentation in the R-value: N_pred/N_ref - 1 (Räsänen) or recall/precision - 1 (UnsupSeg)",
+    )
+    parser.add_argument(
+        "--segmentation-rescale",
+        action="store_true",
+        help="min-max rescale each utterance's omega^(L) to [0, 1] before peak picking",
+    )
+    parser.add_argument(
+        "--segmentation-tolerance", type=int, default=1, help="boundary match tolerance in tokens (the paper: 1)"
     )
     parser.add_argument(
         "--mmlu",
@@ -158,13 +184,22 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     if args.speech_nll:
         from .nll import speech_nll
 
-        nll = speech_nll(model, processor, load_from_disk(args.speech_nll)["units"], args.batch_size)
+        units = load_from_disk(args.speech_nll)["units"]
+        nll = speech_nll(model, processor, units, args.batch_size, args.nll_max_length, mode=args.nll_mode)
         result["speech_nll"] = nll["nll"]
         result["details"]["speech_nll"] = nll
     if args.segmentation:
         from .segmentation import evaluate_segmentation
 
-        segmentation = evaluate_segmentation(model, processor, load_from_disk(args.segmentation), args.batch_size)
+        segmentation = evaluate_segmentation(
+            model,
+            processor,
+            load_from_disk(args.segmentation),
+            args.batch_size,
+            tolerance=args.segmentation_tolerance,
+            r_value=args.segmentation_r_value,
+            rescale=args.segmentation_rescale,
+        )
         result["segmentation"] = {k: v for k, v in segmentation.items() if k != "grid"}
         result["details"]["segmentation_grid"] = segmentation["grid"]
     if args.mmlu:

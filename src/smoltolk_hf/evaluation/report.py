@@ -7,8 +7,9 @@ A result is a dict (what `smoltolk eval` writes to `results.json`):
  "blimp": {"T": acc, "S": acc},                               # accuracies in [0, 1]
  "tstorycloze": {"T": ..., "S": ..., "T->S": ..., "S->T": ...},
  "sstorycloze": {...},
- "mmlu": {"post": acc, "pre": acc},
- "speech_nll": float, "segmentation": {"precision", "recall", "f1", "r_value", "prominence"},
+ "mmlu": {"post": acc, "pre": acc}, "mmlu_task": {"task", "dataset", "subjects", "metric", "average", ...},
+ "speech_nll": float,
+ "segmentation": {"precision", "recall", "f1", "r_value", "prominence", "tolerance", "r_value_definition", "rescale"},
  "details": {benchmark: {"path", "format", setting: {"accuracy", "num_pairs", "scope", "ties", "average"}}, ...},
  "options": {"protocol", "reduction", "scope", "ties", "average", ...}}
 ```
@@ -65,6 +66,36 @@ def extras_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def settings_markdown(results: Sequence[Mapping[str, Any]]) -> str:
+    """How the speech NLL, the segmentation and MMLU were measured, for each result that has them."""
+    lines = []
+    for result in results:
+        model = result.get("model", "model")
+        nll = result.get("details", {}).get("speech_nll")
+        if nll:
+            eos = "end tokens scored" if nll.get("include_eos") else "end tokens not scored"
+            lines.append(
+                f"- {model}, speech NLL: {nll.get('mode')} mode, windows of {nll.get('max_length')} ids, {eos}, "
+                f"{nll.get('num_targets')} targets"
+            )
+        segmentation = result.get("segmentation")
+        if segmentation:
+            lines.append(
+                f"- {model}, segmentation: R-value with {segmentation.get('r_value_definition')} over-segmentation, "
+                f"tolerance {segmentation.get('tolerance')} token(s), peaks on "
+                f"{'per-utterance rescaled' if segmentation.get('rescale') else 'raw'} omega^(L)"
+            )
+        mmlu = result.get("mmlu_task")
+        if mmlu:
+            lines.append(
+                f"- {model}, MMLU: task `{mmlu.get('task')}`, {mmlu.get('metric')} ({mmlu.get('average')} average), "
+                f"{mmlu.get('num_fewshot')}-shot, {mmlu.get('dataset')} {mmlu.get('split')} split, "
+                f"{len(mmlu.get('subjects', []))} subjects, {mmlu.get('num_questions')} questions"
+                + ("" if mmlu.get("limit") is None else f", limit {mmlu['limit']}")
+            )
+    return "Measured as:\n\n" + "\n".join(lines) if lines else ""
+
+
 def scoring_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     """How each benchmark was scored: protocol, what each setting's score covers, tie rule, averaging, data."""
     lines = []
@@ -90,7 +121,7 @@ def scoring_markdown(results: Sequence[Mapping[str, Any]]) -> str:
 def format_report(results: Sequence[Mapping[str, Any]]) -> str:
     """Markdown report: the Table 1 layout, how it was scored, then the speech NLL / segmentation table when
     present."""
-    parts = [table1_markdown(results), scoring_markdown(results), extras_markdown(results)]
+    parts = [table1_markdown(results), scoring_markdown(results), extras_markdown(results), settings_markdown(results)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
