@@ -233,3 +233,25 @@ def test_smoltolk_eval_mmlu_on_a_local_copy_and_the_card_label(tmp_path):
     assert (entry.dataset_type, entry.dataset_name, entry.dataset_config) == ("cais/mmlu", "MMLU", "all")
     (entry,) = eval_results({"mmlu": {"post": 0.3}})  # no record of the run: no dataset claimed
     assert entry.dataset_type == "MMLU"
+
+
+def test_summary_of_a_group_whose_aggregate_lacks_the_metric():
+    # lm-eval's mmlu_continuation aggregates only acc: acc_norm comes from the subjects (nested groups expanded).
+    from smoltolk_hf.evaluation.mmlu import LmEvalRun
+
+    run = LmEvalRun(
+        metrics={
+            "group": {"acc": 0.5},
+            "stem": {"acc": 0.4},
+            "a": {"acc": 0.5, "acc_norm": 0.6},
+            "b": {"acc": 0.25, "acc_norm": 0.5},
+            "c": {"acc": 1.0, "acc_norm": 0.0},
+        },
+        subtasks={"group": ["stem", "c"], "stem": ["a", "b"]},
+        sizes={"a": 10, "b": 4, "c": 6},
+    )
+    summary = run.summary("group", "acc_norm")
+    assert summary["per_task"] == {"a": 0.6, "b": 0.5, "c": 0.0}
+    assert summary["weighted"] == pytest.approx((0.6 * 10 + 0.5 * 4) / 20)
+    assert summary["macro"] == pytest.approx(1.1 / 3)
+    assert summary["num_questions"] == 20 and not summary["full_mmlu"]
