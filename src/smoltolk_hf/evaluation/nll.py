@@ -91,7 +91,8 @@ def _utterance_nll(
         window = max_length - len(prefix)
         sequences += [prefix + body[i : i + window] for i in range(0, len(body), window)]
     total, count = 0.0, 0
-    for ids, log_probs in zip(sequences, token_log_probs(model, sequences, batch_size, processor.pad_token_id)):
+    scored = token_log_probs(model, sequences, batch_size, processor.pad_token_id, desc="speech NLL (utterances)")
+    for ids, log_probs in zip(sequences, scored):
         is_speech = [j for j in range(1, len(ids)) if ids[j] >= processor.speech_token_offset]
         total -= float(log_probs[[j - 1 for j in is_speech]].double().sum())
         count += len(is_speech)
