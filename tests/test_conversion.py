@@ -129,6 +129,7 @@ def test_mapping_places_every_tensor_and_sets_switches(name):
     assert config.use_dynamic_pooling == args["layer_selwa_audio"]
     assert config.use_speech_residual == args["raw_speech_residual"]
     assert config.entropy_beta == args["entropy_reg"]
+    assert config.pooling_norm == "none"  # the authors' architecture, whatever new models default to
     assert config.num_speech_units == AUDIO_VOCAB - 2 and config.vocab_size == V
     assert config.max_position_embeddings == BLOCK_SIZE and config.tie_word_embeddings
     assert config.rope_parameters["rope_theta"] == 10_000.0

@@ -1,5 +1,7 @@
 """Behaviour of SmolTolkConfig / SmolTolkForCausalLM on tiny models."""
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -18,9 +20,10 @@ from helpers import (
     speech_model,
     tiny_text_model,
 )
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkModel
+from smoltolk_hf.configuration_smoltolk import NEW_MODEL_POOLING_NORM
 from smoltolk_hf.modeling_smoltolk import _span_starts, trailing_speech_span_start
 from smoltolk_hf.summary import PAPER_TABLE5, count_parameters
 
@@ -42,6 +45,9 @@ def test_id_layout():
         (dict(num_speech_units=0), "num_speech_units"),
         (dict(num_input_adapter_layers=-1), "num_input_adapter_layers"),
         (dict(pad_token_id=500), "pad_token_id"),
+        (dict(pooling_norm="rms"), r"pooling_norm must be one of \['none', 'rmsnorm'\], got 'rms' \(did you mean"),
+        (dict(pooling_norm=True), "pooling_norm must be a str"),
+        (dict(use_layer_pooling=False, use_dynamic_pooling=False, pooling_norm="rmsnorm"), "Set pooling_norm='none'"),
     ],
 )
 def test_invalid_config_raises(overrides, message):
@@ -66,6 +72,74 @@ def test_preset_parameter_counts_match_paper(preset):
     assert count.layers == layers
     assert abs(count.speech - speech_params) / speech_params < 0.05, count.speech
     assert config.rope_parameters["rope_theta"] == 100_000.0
+
+
+def test_pooling_norm_defaults_old_configs_vs_new_models(text_model):
+    """The class default is the authors' architecture (what a config.json without the field was trained with);
+    new models get the RMSNorm on the pooled layers, except where there is no layer pooling."""
+    assert SmolTolkConfig(**TINY_BACKBONE).pooling_norm == "none"
+    assert NEW_MODEL_POOLING_NORM == "rmsnorm"
+    for preset in ("smoltolk-150m", "smoltolk-400m", "smoltolk-2b"):
+        assert SmolTolkConfig.from_preset(preset).pooling_norm == NEW_MODEL_POOLING_NORM
+    assert SmolTolkConfig.from_preset("baseline-135m").pooling_norm == "none"
+    assert SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS).config.pooling_norm == NEW_MODEL_POOLING_NORM
+    ablation = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, **ABLATIONS["no_layer_pooling"])
+    assert ablation.config.pooling_norm == "none"
+    authors = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, pooling_norm="none")
+    assert authors.model.layer_pooling.layer_norms is None
+
+
+def test_config_saved_without_pooling_norm_loads_the_authors_architecture(text_model, tmp_path):
+    model = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, pooling_norm="none").eval()
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["pooling_norm"]  # a folder saved before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    reloaded = SmolTolkForCausalLM.from_pretrained(tmp_path).eval()
+    assert reloaded.config.pooling_norm == "none"
+    ids = mixed_ids(model.config)
+    with torch.no_grad():
+        assert_same_logits(model(ids).logits, reloaded(ids).logits)
+
+
+def test_rmsnorm_pooling_ignores_the_scale_of_each_layer(text_model):
+    """Each pooled layer output is RMS-normalised first: rescaling any layer's state changes nothing."""
+    for pooling_norm, invariant in (("rmsnorm", True), ("none", False)):
+        pooling = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, pooling_norm=pooling_norm)
+        pooling = pooling.model.layer_pooling
+        states = [torch.randn(2, 5, 32) for _ in range(3)]
+        rescaled = [state * scale for state, scale in zip(states, (0.1, 30.0, 1000.0))]
+        with torch.no_grad():
+            (pooled, omega), (pooled_rescaled, omega_rescaled) = pooling(states), pooling(rescaled)
+        assert torch.allclose(pooled, pooled_rescaled, atol=1e-4) == invariant
+        assert torch.allclose(omega, omega_rescaled, atol=1e-4) == invariant
+        if invariant:  # fresh norms start as plain RMS normalisation
+            assert all(torch.equal(norm.weight, torch.ones(32)) for norm in pooling.layer_norms)
+
+
+def test_fresh_model_meets_init_targets_on_a_large_scale_backbone():
+    """Issue 11 targets on a tiny backbone whose residual states grow to RMS 30-80 as a pretrained LM's do: speech
+    CE within 1 nat of ln(units + 1) and selector mean max weight <= 0.5 at init; the authors' pooling misses both."""
+    torch.manual_seed(0)
+    config = LlamaConfig(**{**TINY_BACKBONE, "num_hidden_layers": 8, "hidden_size": 64, "intermediate_size": 128,
+                            "initializer_range": 0.02})  # fmt: skip
+    text_model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in text_model.model.layers:
+            layer.mlp.down_proj.weight.mul_(10_000)
+    for pooling_norm, meets_targets in (("rmsnorm", True), ("none", False)):
+        torch.manual_seed(1)
+        model = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, pooling_norm=pooling_norm).eval()
+        units = torch.randint(0, NUM_UNITS, (4, 40), generator=torch.Generator().manual_seed(0))
+        marker = torch.full((4, 1), model.config.speech_marker_id)
+        ids = torch.cat([marker, units + model.config.speech_token_offset], 1)
+        with torch.no_grad():
+            out = model(ids, labels=ids, output_layer_weights=True)
+            states = model.model(ids, output_hidden_states=True).hidden_states
+        assert float(states[-2].pow(2).mean().sqrt()) > 30  # large residual states, before the final norm
+        mean_max_omega = float(out.layer_weights[:, 1:].max(-1).values.mean())
+        near_uniform = abs(float(out.speech_loss) - math.log(NUM_UNITS + 1)) <= 1.0
+        assert (near_uniform and mean_max_omega <= 0.5) == meets_targets, (pooling_norm, out.speech_loss)
 
 
 # ----- forward and loss ---------------------------------------------------------------------------------------
@@ -173,6 +247,7 @@ ABLATIONS = {
     "no_dynamic_pooling": dict(use_dynamic_pooling=False),
     "no_layer_pooling": dict(use_layer_pooling=False, use_dynamic_pooling=False),
     "no_residual": dict(use_speech_residual=False),
+    "authors_pooling": dict(pooling_norm="none"),
     "baseline": dict(
         num_input_adapter_layers=0, num_output_adapter_layers=0, use_layer_pooling=False,
         use_dynamic_pooling=False, use_speech_residual=False,

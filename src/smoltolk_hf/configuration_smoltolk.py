@@ -47,11 +47,18 @@ _BASELINE_SWITCHES: dict[str, Any] = dict(
     use_speech_residual=False,
     entropy_beta=0.0,
 )
+# `pooling_norm` values: "none" is the authors' architecture (raw layer outputs pooled, nothing normalised);
+# "rmsnorm" gives every pooled layer output its own RMSNorm (docs/diagnosis.md, issue 11).
+POOLING_NORMS = ("none", "rmsnorm")
+# What new models get (`from_text_model`, the smoltolk presets). The config class itself defaults to "none", so a
+# config.json saved before the field existed loads with the architecture it was trained with.
+NEW_MODEL_POOLING_NORM = "rmsnorm"
+_SMOLTOLK_SWITCHES: dict[str, Any] = dict(pooling_norm=NEW_MODEL_POOLING_NORM)
 # Paper section 4.1: RoPE base raised from 10,000 to 100,000; beta = 0.01 for the two larger models.
 PRESETS: dict[str, dict[str, Any]] = {
-    "smoltolk-150m": dict(backbone="135m", rope_theta=100_000.0, entropy_beta=0.0),
-    "smoltolk-400m": dict(backbone="360m", rope_theta=100_000.0, entropy_beta=0.01),
-    "smoltolk-2b": dict(backbone="1.7b", rope_theta=100_000.0, entropy_beta=0.01),
+    "smoltolk-150m": dict(backbone="135m", rope_theta=100_000.0, entropy_beta=0.0, **_SMOLTOLK_SWITCHES),
+    "smoltolk-400m": dict(backbone="360m", rope_theta=100_000.0, entropy_beta=0.01, **_SMOLTOLK_SWITCHES),
+    "smoltolk-2b": dict(backbone="1.7b", rope_theta=100_000.0, entropy_beta=0.01, **_SMOLTOLK_SWITCHES),
     "baseline-135m": dict(backbone="135m", rope_theta=100_000.0, **_BASELINE_SWITCHES),
     "baseline-360m": dict(backbone="360m", rope_theta=100_000.0, **_BASELINE_SWITCHES),
     "baseline-1.7b": dict(backbone="1.7b", rope_theta=100_000.0, **_BASELINE_SWITCHES),
@@ -82,6 +89,7 @@ _SPEECH_FIELD_TYPES: dict[str, type] = {
     "use_dynamic_pooling": bool,
     "use_speech_residual": bool,
     "entropy_beta": float,
+    "pooling_norm": str,
 }
 
 
@@ -156,6 +164,14 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
             Add the raw input embedding to the pooled representation (paper Eq. 5).
         entropy_beta (`float`, defaults to 0.0):
             Weight of the selector entropy bonus (paper Eq. 6): `loss -= entropy_beta * mean_entropy(omega)`.
+        pooling_norm (`str`, defaults to `"none"`):
+            Normalisation of the pooled layer outputs (needs `use_layer_pooling`). `"none"`: the authors'
+            architecture, the raw backbone layer outputs (the last one after the final norm) are pooled. `"rmsnorm"`:
+            each of the `num_hidden_layers` pooled outputs goes through its own RMSNorm (weight initialised to 1)
+            first, so the selector and the speech head start from unit-scale inputs whatever the backbone's
+            activation scale. New models (`SmolTolkForCausalLM.from_text_model`, the `smoltolk-*` presets) get
+            `"rmsnorm"`; the class default `"none"` keeps configs saved without this field (and the authors'
+            converted checkpoints) on the architecture they were trained with.
 
     The config is strict: an unknown field (a keyword argument, a key of config.json or of the training YAML's model
     overrides) raises a `ValueError` that suggests the closest field, and the speech fields above are type-checked
@@ -174,6 +190,7 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
     use_dynamic_pooling: bool = True
     use_speech_residual: bool = True
     entropy_beta: float = 0.0
+    pooling_norm: str = "none"
 
     def __post_init__(self, **kwargs):
         fields = type(self).__dataclass_fields__
@@ -218,6 +235,16 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
             raise ValueError(
                 "use_dynamic_pooling=True needs use_layer_pooling=True: the selector weights the backbone layers. "
                 "For the 'no layer pooling' ablation set use_dynamic_pooling=False as well."
+            )
+        if self.pooling_norm not in POOLING_NORMS:
+            raise ValueError(
+                f"pooling_norm must be one of {list(POOLING_NORMS)}, got {self.pooling_norm!r}"
+                f"{closest_name_hint(self.pooling_norm, POOLING_NORMS)}."
+            )
+        if self.pooling_norm != "none" and not self.use_layer_pooling:
+            raise ValueError(
+                f"pooling_norm={self.pooling_norm!r} normalises the pooled layer outputs, but use_layer_pooling=False "
+                "(the speech head reads the last layer, already after the final norm). Set pooling_norm='none'."
             )
         if self.entropy_beta < 0:
             raise ValueError(f"entropy_beta must be >= 0 (it weights an entropy bonus), got {self.entropy_beta}.")
@@ -280,4 +307,12 @@ def smollm_backbone_sizes(name: str) -> dict[str, Any]:
     return {**_SMOLLM_SHARED, **_SMOLLM_BACKBONES[name]}
 
 
-__all__ = ["JointIdLayout", "SmolTolkConfig", "PRESETS", "shared_fields", "smollm_backbone_sizes"]
+__all__ = [
+    "JointIdLayout",
+    "SmolTolkConfig",
+    "PRESETS",
+    "POOLING_NORMS",
+    "NEW_MODEL_POOLING_NORM",
+    "shared_fields",
+    "smollm_backbone_sizes",
+]

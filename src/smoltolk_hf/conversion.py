@@ -195,6 +195,8 @@ def authors_config(
         "use_dynamic_pooling": bool(args.get("layer_selwa_audio")),
         "use_speech_residual": bool(args.get("raw_speech_residual")),
         "entropy_beta": entropy_beta,
+        # The authors pool the raw layer outputs; set explicitly, whatever new models default to.
+        "pooling_norm": "none",
     }
     return SmolTolkConfig(**fields)
 

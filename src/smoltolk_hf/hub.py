@@ -308,6 +308,8 @@ def model_card(
         pooling = "dynamic multi-level pooling (static weights and an input-dependent selector)"
     else:
         pooling = "static multi-level pooling" if config.use_layer_pooling else "last layer only"
+    if config.pooling_norm == "rmsnorm":
+        pooling += " over RMS-normalised layer outputs"
     counts = count_parameters(model)
     body = _CARD_BODY.format(
         model_name=model_name,

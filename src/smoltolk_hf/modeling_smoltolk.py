@@ -36,11 +36,12 @@ from transformers.models.llama.modeling_llama import (
     LlamaForCausalLM,
     LlamaModel,
     LlamaPreTrainedModel,
+    LlamaRMSNorm,
 )
 from transformers.utils import logging
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .configuration_smoltolk import SmolTolkConfig, shared_fields
+from .configuration_smoltolk import NEW_MODEL_POOLING_NORM, SmolTolkConfig, shared_fields
 
 logger = logging.get_logger(__name__)
 
@@ -138,6 +139,10 @@ class SmolTolkLayerPooling(nn.Module):
     """
     Softmax-weighted average of the backbone layer outputs (paper Eqs. 3-4): static weights `phi` give `c'`; the
     selector `S` (a linear layer `d -> L`) reads `c'` and gives input-dependent weights `omega` for the final average.
+
+    With `config.pooling_norm == "rmsnorm"` each layer output first goes through its own RMSNorm: the raw residual
+    states of a pretrained LM are large (RMS 2-40, ~1000 at an attention-sink position), which without it makes the
+    selector's softmax near one-hot and the speech logits far from uniform at init (docs/diagnosis.md).
     """
 
     def __init__(self, config: SmolTolkConfig):
@@ -146,8 +151,17 @@ class SmolTolkLayerPooling(nn.Module):
         self.selector = (
             nn.Linear(config.hidden_size, config.num_hidden_layers, bias=True) if config.use_dynamic_pooling else None
         )
+        self.layer_norms = (
+            nn.ModuleList(
+                LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps) for _ in range(config.num_hidden_layers)
+            )
+            if config.pooling_norm == "rmsnorm"
+            else None
+        )
 
     def forward(self, layer_states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.layer_norms is not None:
+            layer_states = [norm(state) for norm, state in zip(self.layer_norms, layer_states)]
         stacked = torch.stack(layer_states, dim=-2)  # (batch, seq, L, d)
         phi = self.static_weights.float().softmax(-1).to(stacked.dtype)  # (L,)
         static_pooled = torch.einsum("btld,l->btd", stacked, phi)  # c'
@@ -731,6 +745,8 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         backbone weight is copied bit for bit under the same module name; the speech parts are freshly initialised.
         The backbone's RoPE base is kept, so the result reproduces the text LM's logits on text; pass
         `rope_parameters={"rope_type": "default", "rope_theta": 100000.0}` to follow the paper's training setup.
+        With layer pooling on, `pooling_norm` defaults to `NEW_MODEL_POOLING_NORM` (`"rmsnorm"`); pass
+        `pooling_norm="none"` for the authors' exact architecture.
         """
         if isinstance(text_model, str):
             text_model = LlamaForCausalLM.from_pretrained(text_model)
@@ -740,6 +756,8 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
                 "from_text_model needs a Llama-architecture causal LM (e.g. SmolLM / SmolLM2 as LlamaForCausalLM), "
                 f"got {type(text_model).__name__} with model_type={getattr(text_config, 'model_type', None)!r}."
             )
+        if config_overrides.get("use_layer_pooling", True):
+            config_overrides.setdefault("pooling_norm", NEW_MODEL_POOLING_NORM)
         # Backbone fields only: `model_type`, `architectures` and friends describe the text LM, not SmolTolk.
         config = SmolTolkConfig(
             **{**shared_fields(text_config, SmolTolkConfig), "num_speech_units": num_speech_units, **config_overrides}

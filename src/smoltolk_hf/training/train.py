@@ -76,6 +76,7 @@ _PRESET_SPEECH_FIELDS = (
     "use_dynamic_pooling",
     "use_speech_residual",
     "entropy_beta",
+    "pooling_norm",
     "rope_parameters",
 )
 _PRESET_BACKBONE_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
