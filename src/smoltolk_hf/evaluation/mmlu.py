@@ -79,7 +79,7 @@ def write_smollm_mmlu_tasks(
     Args:
         data: `None` for the Hub's `cais/mmlu` (or its copy in the datasets cache), or a local copy in the Hub
             repository's layout: `<data>/<subject>/test-*.parquet` (and `dev-*.parquet` for few-shot), as
-            `huggingface-cli download cais/mmlu --repo-type dataset --local-dir <data>` writes it.
+            `hf download cais/mmlu --repo-type dataset --local-dir <data>` writes it.
         subjects: the subjects to write (default: all 57; with `data`, those the copy has).
     """
     if subjects is not None:
@@ -101,7 +101,7 @@ def write_smollm_mmlu_tasks(
         if missing or not data_files:
             raise ValueError(
                 f"the MMLU copy at {data} has no {missing or 'subject'} test data: expected "
-                "<subject>/test-*.parquet files, as `huggingface-cli download cais/mmlu --repo-type dataset "
+                "<subject>/test-*.parquet files, as `hf download cais/mmlu --repo-type dataset "
                 "--local-dir DIR` writes them"
             )
         subjects = [s for s in MMLU_SUBJECTS if s in data_files]
@@ -295,7 +295,7 @@ def run_lm_eval(
         except ConnectionError as error:
             raise ConnectionError(
                 f"the data of lm-eval task(s) {list(tasks)} is not available: no network and no cached copy "
-                f"({error}); download it once with network access (MMLU: `huggingface-cli download cais/mmlu "
+                f"({error}); download it once with network access (MMLU: `hf download cais/mmlu "
                 "--repo-type dataset --local-dir DIR`) and pass data=DIR (smoltolk eval: --mmlu-data DIR)"
             ) from error
     return LmEvalRun.from_output(output, num_fewshot, limit)
