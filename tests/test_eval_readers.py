@@ -11,6 +11,7 @@ from helpers import EVAL_NUM_UNITS, EVAL_SENTENCES, tiny_audio_eval_model
 from smoltolk_hf.evaluation import build_pairs, evaluate_items, load_authors_crossmodal, load_benchmark, load_sblimp
 from smoltolk_hf.evaluation.cli import cli_eval
 from smoltolk_hf.evaluation.scoring import ScoringOptions, encode_pair
+from smoltolk_hf.hub import model_card
 
 
 def write_authors_format(folder, tokenizer, n_pairs=3, seed=0, swap=()):
@@ -143,3 +144,7 @@ def test_eval_gives_a_table1_row_from_every_released_format(tmp_path, audio_mode
     row = (tmp_path / "out" / "results.md").read_text().splitlines()[2]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[0] == "tiny" and all(c != "-" for c in cells[1:7]) and cells[8] != "-"  # BLIMP, tSC x4, sSC S
+    # The model card says how each benchmark was scored (without the local data paths).
+    card = model_card(model, "tiny", results=tmp_path / "out" / "results.json").text
+    assert "sStoryCloze: protocol authors; scored on S: whole utterance; ties wrong, micro average" in card
+    assert "BLIMP: protocol authors" in card and "ties half, macro average" in card and str(tmp_path) not in card

@@ -35,6 +35,7 @@ from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
 
 from .evaluation.benchmarks import ALIASES, BENCHMARKS
 from .evaluation.mmlu import HUB_MMLU, MMLU_SUBJECTS
+from .evaluation.report import scoring_markdown
 from .modeling_smoltolk import SmolTolkForCausalLM
 from .pipeline_speech_continuation import check_processor_layout
 from .processing_smoltolk import PROCESSOR_CONFIG_NAME, SmolTolkProcessor
@@ -322,8 +323,15 @@ def model_card(
         repo=repo_id or model_name,
         speech_prompt='audio="prompt.wav"' if has_speech_tokenizer else f"units={example_units(config)}",
         evaluation=_EVALUATION.format(
-            table=_results_table(table)
-            + (f"\n\n{mmlu_label(entry.get('mmlu_task'))['note']}" if "mmlu" in table else "")
+            table="\n\n".join(
+                part
+                for part in (
+                    _results_table(table),
+                    scoring_markdown([entry], paths=False),
+                    mmlu_label(entry.get("mmlu_task"))["note"] if "mmlu" in table else "",
+                )
+                if part
+            )
         )
         if table
         else "",

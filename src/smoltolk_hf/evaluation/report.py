@@ -96,8 +96,9 @@ def settings_markdown(results: Sequence[Mapping[str, Any]]) -> str:
     return "Measured as:\n\n" + "\n".join(lines) if lines else ""
 
 
-def scoring_markdown(results: Sequence[Mapping[str, Any]]) -> str:
-    """How each benchmark was scored: protocol, what each setting's score covers, tie rule, averaging, data."""
+def scoring_markdown(results: Sequence[Mapping[str, Any]], paths: bool = True) -> str:
+    """How each benchmark was scored: protocol, what each setting's score covers, tie rule, averaging, data format
+    (and its path, with `paths`)."""
     lines = []
     for result in results:
         protocol = result.get("options", {}).get("protocol", "-")
@@ -113,7 +114,7 @@ def scoring_markdown(results: Sequence[Mapping[str, Any]]) -> str:
             lines.append(
                 f"- {result.get('model', 'model')}, {benchmark.heading}: protocol {protocol}; scored on {scopes}; "
                 f"ties {first.get('ties', '-')}, {first.get('average', '-')} average; "
-                f"{details.get('format', 'data')} `{details.get('path', '-')}`"
+                f"{details.get('format', 'data')}" + (f" `{details.get('path', '-')}`" if paths else "")
             )
     return "Scoring:\n\n" + "\n".join(lines) if lines else ""
 
