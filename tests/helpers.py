@@ -342,8 +342,9 @@ def padded_examples(cfg, lengths=(7, 10, 14, 21), seed: int = 0) -> list[dict[st
     return [{"input_ids": row[:length].tolist()} for row, length in zip(rows, lengths)]
 
 
-def one_sgd_step(model, examples, output_dir: str, per_device: int, accumulation: int = 1):
-    """One SGD step (`SGD_RATE`, no clipping, no decay) of a `SmolTolkTrainer` over `examples`."""
+def one_sgd_step(model, examples, output_dir: str, per_device: int, accumulation: int = 1, **training):
+    """One SGD step (`SGD_RATE`, no clipping, no decay) of a `SmolTolkTrainer` over `examples`; `training` adds
+    `TrainingArguments`."""
     args = TrainingArguments(
         output_dir=output_dir,
         max_steps=1,
@@ -359,6 +360,7 @@ def one_sgd_step(model, examples, output_dir: str, per_device: int, accumulation
         use_cpu=True,
         disable_tqdm=True,
         seed=0,
+        **training,
     )
     trainer = SmolTolkTrainer(
         model=model,

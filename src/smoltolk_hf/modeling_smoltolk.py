@@ -74,6 +74,26 @@ def scored_targets(labels: torch.Tensor, config: SmolTolkConfig) -> tuple[torch.
     return is_text, is_speech
 
 
+def _scored_rows(
+    states: torch.Tensor, targets: torch.Tensor, scored: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of `states` `(batch, seq, d)` and `targets` `(batch, seq)` that a head scores, for a summed
+    cross-entropy: in eager mode only the `scored` ones, so the head runs where its targets are; under
+    `torch.compile`, whose graphs need static shapes, all of them with the others' targets set to -100 (ignored)."""
+    if torch.compiler.is_compiling():
+        return states.flatten(0, 1), targets.masked_fill(~scored, -100).flatten()
+    return states[scored], targets[scored]
+
+
+def _write_head(out: torch.Tensor, head, states: torch.Tensor, where: torch.Tensor) -> None:
+    """Writes `head(states)` into `out` `(batch, kept, n)` at the positions `where` selects: computed there only
+    in eager mode, everywhere and then selected under `torch.compile` (static shapes)."""
+    if torch.compiler.is_compiling():
+        out.copy_(torch.where(where[..., None], head(states).to(out.dtype), out))
+    else:
+        out[where] = head(states[where]).to(out.dtype)
+
+
 def selector_positions(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """Boolean mask `(batch, seq_len)` (the first two dimensions of `like`, on its device) of the positions whose
     selector entropy enters the loss: the non-padding ones of a 2D `attention_mask`, every position otherwise."""
@@ -267,7 +287,7 @@ def _span_starts(is_speech: torch.Tensor, past_length: int, carried_start: torch
     """
     last_break = _last_non_speech(is_speech, past_length)
     if carried_start is None:
-        carried_start = torch.full((is_speech.shape[0],), past_length, device=is_speech.device, dtype=torch.long)
+        carried_start = is_speech.new_zeros(is_speech.shape[0], dtype=torch.long) + past_length
     starts = torch.where(last_break >= 0, last_break + 1, carried_start.to(is_speech.device)[:, None])
     positions = torch.arange(is_speech.shape[1], device=is_speech.device) + past_length
     return torch.where(is_speech, starts, positions)
@@ -338,9 +358,10 @@ class SmolTolkInputAdapter(nn.ModuleList):
         """
         if len(self) == 0:
             return z
-        if not self.training and not bool(is_speech.any()):
+        if not self.training and not torch.compiler.is_compiling() and not bool(is_speech.any()):
             # No speech query in the chunk: skip the layers. A speech query never attends to a non-speech key, so
             # zero keys/values keep the cache aligned with the backbone's without changing any later result.
+            # (Compiled graphs cannot branch on values: they run the layers, whose outputs are discarded alike.)
             if cache is not None:
                 placeholder = z.new_zeros(z.shape[0], self.config.num_key_value_heads, z.shape[1], self.config.head_dim)
                 for layer in self:
@@ -403,10 +424,22 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
         is_speech = (input_ids >= cfg.speech_token_offset)[..., None]
         return torch.where(is_speech, speech, torch.where(is_marker, markers, text))
 
-    def _check_inputs(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, past_length: int) -> None:
+    def _check_inputs(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None,
+        past_length: int | torch.Tensor,
+        speech_span_start: torch.LongTensor | None,
+    ) -> None:
         """Refuses ids that are not a non-empty `(batch, seq)` integer tensor of joint ids, a sequence longer than
-        the positions, and a 2D mask whose shape is not `(batch, past_length + seq)`; reads only shapes and one
-        min/max."""
+        the positions, a 2D mask whose shape is not `(batch, past_length + seq)`, and ids that continue a cached
+        speech span without `speech_span_start`.
+
+        The checks after the shape checks read tensor values (the ids' min/max, a static cache's length), a host
+        sync that `torch.compile` cannot put in a graph; they run in eager mode only. Compiled forwards get their
+        inputs checked outside the graph (`SmolTolkForCausalLM.check_inputs`): by `SmolTolkTrainer` with
+        `torch_compile=True`; in generation, by transformers' own compiled `generate()`, which runs the prompt
+        eagerly (every later id is the model's own prediction, which the joint logits keep in range)."""
         if not isinstance(input_ids, torch.Tensor):
             raise ValueError(
                 f"input_ids must be a torch.LongTensor of shape (batch, seq), got a {type(input_ids).__name__}: "
@@ -421,7 +454,10 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
                 f"input_ids must have a non-empty shape (batch, seq), got {tuple(input_ids.shape)}"
                 + (": add the batch dimension with ids[None]." if input_ids.ndim == 1 and input_ids.numel() else ".")
             )
+        if torch.compiler.is_compiling():
+            return
         cfg = self.config
+        past_length = int(past_length)
         if attention_mask is not None and attention_mask.ndim == 2:
             expected = (input_ids.shape[0], past_length + input_ids.shape[1])
             if tuple(attention_mask.shape) != expected:
@@ -442,6 +478,12 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
             raise ValueError(
                 f"Sequence length {total} exceeds max_position_embeddings={cfg.max_position_embeddings}. "
                 "Truncate the input (or crop the cache), or raise max_position_embeddings in the config."
+            )
+        continues_speech = input_ids[:, 0] >= cfg.speech_token_offset
+        if past_length > 0 and speech_span_start is None and bool(continues_speech.any()):
+            raise ValueError(
+                "The ids continue a speech span of the cached prefix: pass `speech_span_start` (see "
+                "`trailing_speech_span_start`) or use `generate()`, which does it for you."
             )
 
     def _check_cache(self, cache: Cache) -> None:
@@ -489,18 +531,16 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
             )
         use_cache = use_cache if use_cache is not None else self.config.use_cache
         if use_cache and cache is None:
-            cache = DynamicCache(config=self.config)
+            # Slots added on first use: the same full-attention layers `DynamicCache(config=self.config)` declares
+            # (a Llama backbone has no other kind), without building the decoder config, which torch.compile
+            # cannot trace.
+            cache = DynamicCache()
         if cache is not None:
             self._check_cache(cache)
         past_length = cache.get_seq_length() if cache is not None else 0
-        self._check_inputs(input_ids, attention_mask, past_length)
+        self._check_inputs(input_ids, attention_mask, past_length, speech_span_start)
 
         is_speech = input_ids >= self.config.speech_token_offset  # (batch, seq)
-        if past_length > 0 and speech_span_start is None and bool(is_speech[:, 0].any()):
-            raise ValueError(
-                "The ids continue a speech span of the cached prefix: pass `speech_span_start` (see "
-                "`trailing_speech_span_start`) or use `generate()`, which does it for you."
-            )
 
         z = self.embed(input_ids)  # (batch, seq, d)
         if position_ids is None:
@@ -585,13 +625,15 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         cfg = self.config
         batch, kept, _ = text_state.shape
         logits = text_state.new_full((batch, kept, cfg.joint_vocab_size), float("-inf"), dtype=torch.float32)
-        text_pos, speech_pos = ~next_is_speech, next_is_speech
-        if text_pos.any():
-            logits[..., : cfg.vocab_size][text_pos] = self.lm_head(text_state[text_pos]).float()
-        if speech_pos.any():
-            # Units and eos are allowed; the pad row is never predicted.
-            speech = self.speech_logits(speech_state[speech_pos]).float()[:, : cfg.speech_pad_id - cfg.speech_token_offset]
-            logits[..., cfg.speech_token_offset : cfg.speech_pad_id][speech_pos] = speech
+        _write_head(logits[..., : cfg.vocab_size], self.lm_head, text_state, ~next_is_speech)
+        # Units and eos are allowed; the pad row is never predicted.
+        units_and_eos = cfg.speech_pad_id - cfg.speech_token_offset
+        _write_head(
+            logits[..., cfg.speech_token_offset : cfg.speech_pad_id],
+            lambda state: self.speech_logits(state)[..., :units_and_eos],
+            speech_state,
+            next_is_speech,
+        )
         return logits
 
     def _loss(
@@ -611,11 +653,12 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         text_state, speech_state = text_state[:, :-1], speech_state[:, :-1]
         is_text_target, is_speech_target = scored_targets(labels, cfg)
 
-        text_logits = self.lm_head(text_state[is_text_target]).float()  # (n_text, V)
-        text_sum = F.cross_entropy(text_logits, targets[is_text_target], reduction="sum")
-        speech_logits = self.speech_logits(speech_state[is_speech_target]).float()  # (n_speech, N + 2)
+        text_rows, text_targets = _scored_rows(text_state, targets, is_text_target)
+        text_sum = F.cross_entropy(self.lm_head(text_rows).float(), text_targets, reduction="sum")  # V classes
+        speech_rows, speech_targets = _scored_rows(speech_state, targets - cfg.speech_token_offset, is_speech_target)
+        speech_logits = self.speech_logits(speech_rows).float()  # N + 2 classes
         speech_logits[:, cfg.speech_pad_id - cfg.speech_token_offset] = float("-inf")
-        speech_sum = F.cross_entropy(speech_logits, targets[is_speech_target] - cfg.speech_token_offset, reduction="sum")
+        speech_sum = F.cross_entropy(speech_logits, speech_targets, reduction="sum")
 
         n_text, n_speech = is_text_target.sum(), is_speech_target.sum()
         denominator = num_items_in_batch if num_items_in_batch is not None else (n_text + n_speech).clamp(min=1)
@@ -629,12 +672,46 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         if omega is not None:
             entropy = -(omega * omega.clamp(min=1e-12).log()).sum(-1)  # (batch, seq)
             keep = selector_positions(attention_mask, entropy)
-            entropy_sum, n_positions = entropy[keep].sum(), keep.sum().clamp(min=1)
+            entropy_sum, n_positions = torch.where(keep, entropy, 0.0).sum(), keep.sum().clamp(min=1)
             positions = num_positions_in_batch if num_positions_in_batch is not None else n_positions
             loss = loss - cfg.entropy_beta * entropy_sum / positions
             out["layer_weights_entropy"] = entropy_sum.detach() / n_positions
         out["loss"] = loss
         return out
+
+    def _check_labels(self, input_ids: torch.LongTensor | None, labels: torch.LongTensor | None) -> None:
+        """Refuses labels whose shape is not the ids' or that are not joint ids or -100 (the value check in eager
+        mode only, as in `SmolTolkModel._check_inputs`)."""
+        if labels is None:
+            return
+        if input_ids is None or labels.shape != input_ids.shape:
+            raise ValueError(
+                f"labels must have the shape of input_ids, got {tuple(labels.shape)} and "
+                f"{None if input_ids is None else tuple(input_ids.shape)}; pass labels unshifted (the model shifts)."
+            )
+        if not torch.compiler.is_compiling() and bool(
+            ((labels < -100) | (labels >= self.config.joint_vocab_size)).any()
+        ):
+            raise ValueError(f"labels must be joint ids in [0, {self.config.joint_vocab_size}) or -100.")
+
+    def check_inputs(
+        self,
+        input_ids: torch.LongTensor,
+        labels: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        speech_span_start: torch.LongTensor | None = None,
+    ) -> None:
+        """
+        Raises the `ValueError` the forward would raise for these inputs (ids, labels, padding mask, cache length,
+        cached speech span). The forward runs these checks itself in eager mode; under `torch.compile` the ones
+        that read tensor values cannot be part of the graph and are skipped, so code that calls a compiled model
+        on inputs it did not make checks them once per batch with this method, outside the compiled region
+        (`SmolTolkTrainer` does with `torch_compile=True`).
+        """
+        self._check_labels(input_ids, labels)
+        past_length = cache.get_seq_length() if cache is not None else 0
+        self.model._check_inputs(input_ids, attention_mask, past_length, speech_span_start)
 
     def forward(
         self,
@@ -673,13 +750,7 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
             selector entropy sum. Default: this batch's count. With both, the losses of the micro-batches of a
             global batch add up to that batch's loss however it is split.
         """
-        if labels is not None and (input_ids is None or labels.shape != input_ids.shape):
-            raise ValueError(
-                f"labels must have the shape of input_ids, got {tuple(labels.shape)} and "
-                f"{None if input_ids is None else tuple(input_ids.shape)}; pass labels unshifted (the model shifts)."
-            )
-        if labels is not None and bool(((labels < -100) | (labels >= self.config.joint_vocab_size)).any()):
-            raise ValueError(f"labels must be joint ids in [0, {self.config.joint_vocab_size}) or -100.")
+        self._check_labels(input_ids, labels)
         outputs: SmolTolkModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

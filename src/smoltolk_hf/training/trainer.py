@@ -260,6 +260,10 @@ class SmolTolkTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
+        if self.args.torch_compile:  # the compiled forward skips the checks that read values: run them here
+            self.accelerator.unwrap_model(model, keep_torch_compile=False).check_inputs(
+                inputs["input_ids"], labels=inputs.get("labels"), attention_mask=inputs.get("attention_mask")
+            )
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training and outputs.get("text_loss") is not None:
             entropy = outputs.get("layer_weights_entropy")
