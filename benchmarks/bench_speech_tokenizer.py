@@ -126,8 +126,11 @@ class ConvTimer:
 
     def __init__(self, module: torch.nn.Module):
         self.wall = self.cpu = 0.0
-        module.register_forward_pre_hook(self._start)
-        module.register_forward_hook(self._stop)
+        self._hooks = [module.register_forward_pre_hook(self._start), module.register_forward_hook(self._stop)]
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
 
     def _start(self, *args) -> None:
         self._wall, self._cpu = time.perf_counter(), time.process_time()
@@ -205,6 +208,7 @@ def main() -> None:
             wall, cpu = time.perf_counter(), time.process_time()
             run()
             measured[name].append((time.perf_counter() - wall, time.process_time() - cpu, timer.wall, timer.cpu))
+    timer.remove()
     print(
         f"\n{len(audio)} utterances, {audio_seconds:.0f} s of audio ({'files' if args.audio else 'noise'}), "
         f"{args.threads} threads, medians of {args.repeats} round-robin repeats; load average at end: "
