@@ -147,8 +147,11 @@ def encode_candidate(
 
 
 def _targets(layout: Any, ids: list[int], start: int, continuation: Any) -> list[int]:
-    markers = (layout.text_marker_id, layout.speech_marker_id, layout.speech_pad_id)
-    targets = [j for j in range(max(start, 1), len(ids)) if ids[j] not in markers]
+    """Indices `j >= start` whose token the model scores, by its own rule (`scored_targets`: no markers, no pad)."""
+    start = max(start, 1)
+    labels = torch.tensor([[IGNORE_INDEX] * start + list(ids[start:])])
+    is_text, is_speech = scored_targets(labels, layout)
+    targets = ((is_text | is_speech)[0].nonzero()[:, 0] + 1).tolist()
     if not targets:
         raise ValueError(f"nothing to score: the continuation {continuation!r} encodes to no scorable token")
     return targets
