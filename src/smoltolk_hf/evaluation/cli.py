@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-pairs",
         type=int,
         default=None,
-        help="score only the first N pairs (quick checks)",
+        help="score only the first N pairs (quick checks; S->T prefixes are then drawn among these N)",
     )
     parser.add_argument(
         "--speech-nll",
