@@ -31,7 +31,8 @@ def main(arguments: dict) -> None:
     batches = [order[i : i + size] for i in range(0, num_samples - size + 1, size)]
     scale_index = int(np.log2(arguments["scale"])) - 1  # scales are 2, 4, 8, ...
     results = []
-    for layer in representations:
+    for index, layer in enumerate(representations):
+        print(f"GRIDE: layer {index + 1}/{len(representations)}", file=sys.stderr, flush=True)  # progress
         estimates, curves = [], []
         for batch in batches:
             curve, _ = gride_curve(np.asarray(layer[np.sort(batch)]), arguments["range_max"])
