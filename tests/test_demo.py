@@ -54,3 +54,93 @@ def test_text_check_equals_hand_scores(tmp_path):
     assert result["accuracy"] == pytest.approx(float(np.mean(right > wrong)))
     assert result["mean_margin"] == pytest.approx(float(np.mean(right - wrong)), abs=1e-5)
     assert result["ending_nll"] == pytest.approx(float(-np.mean(right)), abs=1e-5)
+
+
+def test_unigram_cross_entropy_by_hand():
+    from smoltolk_hf.demo.metrics import unigram_cross_entropy
+
+    # 2 units + end token; training counts with add-one: unit0 1+3, unit1 1+1, end 1+2 -> 4/9, 2/9, 3/9.
+    train = [[0, 0, 1], [0]]
+    heldout = [[1, 0]]  # targets: unit1, unit0, end
+    expected = -(np.log(2 / 9) + np.log(4 / 9) + np.log(3 / 9)) / 3
+    assert unigram_cross_entropy(train, heldout, 2) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="no held-out"):
+        unigram_cross_entropy(train, [], 2)
+
+
+def test_selector_state_uniform_and_collapsed():
+    from smoltolk_hf.demo.metrics import selector_state
+    from smoltolk_hf.evaluation.segmentation import layer_weights
+
+    model, processor = tiny_eval_model(seed=1)
+    units = [[1, 2, 3, 4], [5, 6, 7]]
+    num_layers = model.config.num_hidden_layers
+    selector = model.model.layer_pooling.selector
+    with torch.no_grad():
+        selector.weight.zero_()
+        selector.bias.zero_()
+    uniform = selector_state(layer_weights(model, processor, units))
+    assert uniform["mean_max_weight"] == pytest.approx(1 / num_layers)
+    assert uniform["entropy"] == pytest.approx(np.log(num_layers)) == pytest.approx(uniform["max_entropy"])
+    assert uniform["mean_layer"] == pytest.approx((num_layers + 1) / 2)
+    with torch.no_grad():
+        selector.bias[num_layers - 1] = 100.0  # all weight on the last layer at every position
+    collapsed = selector_state(layer_weights(model, processor, units))
+    assert collapsed["mean_max_weight"] == pytest.approx(1.0) and collapsed["entropy"] == pytest.approx(0, abs=1e-6)
+    assert collapsed["peak_layer"] == num_layers and collapsed["last_layer_share"] == 1.0
+    assert collapsed["mean_layer"] == pytest.approx(num_layers)
+
+
+def test_random_peaks_scores_match_the_peak_count():
+    from smoltolk_hf.demo.metrics import random_peaks_scores
+
+    # Two clear peaks in the first utterance, none in the second: random boundaries come 2 at a time.
+    weights = [np.array([0.0, 1.0, 0.0, 0.0, 1.0, 0.0]), np.zeros(5)]
+    reference = [np.array([1, 4]), np.array([2])]
+    result = random_peaks_scores(weights, reference, prominence=0.5, draws=2000, tolerance=0)
+    assert result["num_peaks"] == 2 and result["draws"] == 2000
+    # Every draw predicts 2 boundaries for 3 reference ones: the over-segmentation is exactly 2 / 3 - 1.
+    assert result["over_segmentation"] == pytest.approx(2 / 3 - 1)
+    # 2 of the positions 1..5 at random, 2 of them right: expected precision 2/5, recall (2 * 2/5) / 3.
+    assert result["precision"] == pytest.approx(2 / 5, abs=0.03)
+    assert result["recall"] == pytest.approx(4 / 15, abs=0.03)
+
+
+@pytest.mark.parametrize("preset", [None, "smoltolk-150m", "baseline-135m"])
+def test_demo_training_config_is_a_valid_training_config(preset):
+    from smoltolk_hf.demo.training import training_config
+    from smoltolk_hf.training.config import load_config
+    from smoltolk_hf.training.train import training_arguments
+
+    data = {"speech_tokenizer": "tok", "units": "units", "text": "text"}
+    config = load_config(training_config(data, "run", 128, 2, 10, 20, seed=3, preset=preset))
+    assert config.model.from_text_model == "embedded" and config.model.preset == preset
+    assert config.data.context_length == 128 and config.stages.stage1_steps == 10
+    args = training_arguments(config.training)  # the Trainer options are valid TrainingArguments
+    assert args.max_steps == 30 and args.seed == 3 and args.output_dir == "run"
+
+
+def test_demo_evaluation_without_selector(tmp_path):
+    """baseline-135m has no selector: the cloze set is scored, segmentation and Figure 5 are skipped."""
+    from datasets import Dataset
+    from helpers import EVAL_SENTENCES
+
+    from smoltolk_hf.demo.evaluation import run_demo_evaluation
+
+    model, processor = tiny_eval_model(use_layer_pooling=False, use_dynamic_pooling=False)
+    rng = np.random.default_rng(0)
+    rows = {k: [] for k in ("id", "units", "durations", "text", "words", "word_end_times", "frame_rate")}
+    for i, sentence in enumerate(EVAL_SENTENCES[:3]):
+        words = sentence.split()
+        units = rng.integers(0, 12, 3 * len(words)).tolist()
+        rows["id"].append(f"u{i}")
+        rows["units"].append(units)
+        rows["durations"].append([1] * len(units))
+        rows["text"].append(sentence)
+        rows["words"].append(words)
+        rows["word_end_times"].append([3 * (w + 1) / 25 for w in range(len(words))])
+        rows["frame_rate"].append(25.0)
+    result = run_demo_evaluation(model, processor, Dataset.from_dict(rows), tmp_path)
+    assert set(result["accuracy"]) == {"S", "T", "T->S", "S->T"} and result["num_pairs"] == 3
+    assert result["segmentation"] is None and result["random_peaks"] is None and result["figure"] is None
+    assert not list(tmp_path.iterdir())

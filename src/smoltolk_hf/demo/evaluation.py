@@ -22,6 +22,7 @@ from ..evaluation.segmentation import (
     layer_weights,
     word_boundaries,
 )
+from .metrics import random_peaks_scores
 
 
 def _halves(row: Mapping[str, Any]) -> dict[str, tuple[Any, Any]] | None:
@@ -73,7 +74,9 @@ def run_demo_evaluation(
     max_pairs: int = 32,
     options: ScoringOptions | None = None,
 ) -> dict[str, Any]:
-    """Scores the corpus cloze set in S, T, T->S and S->T, prints the table and writes the Figure 5 plot.
+    """Scores the corpus cloze set in S, T, T->S and S->T and prints the table; for a model with a dynamic selector
+    also the word segmentation from `omega^(L)` beside random peaks (`metrics.random_peaks_scores`), and writes the
+    Figure 5 plot of the first aligned utterance.
 
     Args:
         corpus_dataset: a units dataset (`smoltolk tokenize`) with word alignments, ideally utterances held out
@@ -81,7 +84,8 @@ def run_demo_evaluation(
         out_dir: where `selector_weights.png` (Figure 5) goes.
 
     Returns:
-        `{"accuracy": {setting: acc}, "num_pairs", "segmentation": {...}, "figure": path}`.
+        `{"accuracy": {setting: acc}, "num_pairs", "segmentation": {...}, "random_peaks": {...}, "figure": path}`
+        (the last three None without a selector).
     """
     rows = list(corpus_dataset)
     items = cloze_items_from_corpus(rows, max_pairs)
@@ -92,26 +96,41 @@ def run_demo_evaluation(
     print("|" + "---|" * len(accuracy))
     print("| " + " | ".join(f"{100 * a:.1f}" for a in accuracy.values()) + " |")
 
+    if not model.config.use_dynamic_pooling:
+        print("No dynamic selector (e.g. baseline-135m): no word segmentation, no Figure 5")
+        return {
+            "accuracy": accuracy,
+            "num_pairs": len(items),
+            "segmentation": None,
+            "random_peaks": None,
+            "figure": None,
+        }
     segmentation = evaluate_segmentation(model, processor, rows)
+    aligned = [r for r in rows if len(r["word_end_times"]) > 0 and len(r["units"]) > 0]
+    omega = layer_weights(model, processor, [r["units"] for r in aligned])
+    reference = [word_boundaries(r["durations"], r["word_end_times"], r["frame_rate"]) for r in aligned]
+    random_peaks = random_peaks_scores([w[:, -1] for w in omega], reference, segmentation["prominence"])
+    for name, scores in (("omega^(L) peaks", segmentation), ("random, as many peaks", random_peaks)):
+        print(
+            f"Word segmentation, {name}: P {100 * scores['precision']:.1f}  R {100 * scores['recall']:.1f}"
+            f"  F1 {100 * scores['f1']:.1f}  R-val {100 * scores['r_value']:.1f}"
+        )
     print(
-        f"Word segmentation from omega^(L): P {100 * segmentation['precision']:.1f}  R {100 * segmentation['recall']:.1f}"
-        f"  F1 {100 * segmentation['f1']:.1f}  R-val {100 * segmentation['r_value']:.1f}"
-        f"  (prominence {segmentation['prominence']}, {segmentation['num_utterances']} utterances)"
+        f"  (prominence {segmentation['prominence']}, {segmentation['num_utterances']} utterances, "
+        f"{random_peaks['num_peaks']} peaks)"
     )
-    row = next(r for r in rows if len(r["word_end_times"]) > 0 and len(r["units"]) > 0)
-    omega = layer_weights(model, processor, [row["units"]])[0]
-    boundaries = word_boundaries(row["durations"], row["word_end_times"], row["frame_rate"])
     figure = plot_layer_weights(
-        omega,
+        omega[0],
         os.path.join(os.fspath(out_dir), "selector_weights.png"),
-        boundaries=boundaries,
-        peaks=detect_peaks(omega[:, -1], segmentation["prominence"]),
-        title=f"Selector layer weights across utterance {row['id']} (bars: word boundaries)",
+        boundaries=reference[0],
+        peaks=detect_peaks(omega[0][:, -1], segmentation["prominence"]),
+        title=f"Selector layer weights across utterance {aligned[0]['id']} (bars: word boundaries)",
     )
     print(f"Figure 5 (selector weights across an utterance): {figure}")
     return {
         "accuracy": accuracy,
         "num_pairs": len(items),
         "segmentation": {k: v for k, v in segmentation.items() if k != "grid"},
+        "random_peaks": random_peaks,
         "figure": figure,
     }

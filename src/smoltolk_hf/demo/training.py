@@ -4,32 +4,33 @@
    with the MFCC stand-in front end and tokenizes the corpus into a unit dataset (held-out utterances apart);
 2. writes a training YAML (`train.yaml`, runnable as `smoltolk train train.yaml`) for SmolTolk-150M on the
    embedded SmolLM2-135M backbone with interleaved, speech and fortune-text data;
-3. measures the backbone's text loss on held-out text, trains stage 1 (backbone frozen) and stage 2 (everything)
-   with `SmolTolkTrainer`, and measures SmolTolk's held-out text and speech losses before and after;
+3. measures, before and after training stage 1 (backbone frozen) and stage 2 (everything) with `SmolTolkTrainer`,
+   what shows learning (`measure`): the held-out speech NLL (the training loss on held-out utterances) beside the
+   unigram entropy of the training units, the selector's state on held-out speech, and the held-out text check
+   (before training SmolTolk scores exactly as its backbone on text);
 4. saves the model and a `SmolTolkProcessor` (text + speech tokenizer) that `from_pretrained` loads.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
 from typing import Any
 
 import datasets
-import numpy as np
-import torch
 import yaml
 
-from ..backbones import load_embedded_backbone
 from ..data.prepare import read_audio_source, tokenize_audio_dataset
-from ..data.samples import SpeechSampleBuilder
+from ..evaluation.nll import speech_nll
+from ..evaluation.segmentation import layer_weights
 from ..modeling_smoltolk import SmolTolkForCausalLM
 from ..processing_smoltolk import SmolTolkProcessor
 from ..tokenization_speech import MfccFrontEnd, SpeechTokenizer
 from ..training.train import build_trainer
 from .corpus import fortune_sentences, synthesize_corpus
+from .metrics import format_selector_state, selector_state, unigram_cross_entropy
+from .text_check import text_check
 
 NUM_UNITS = 500
 
@@ -38,54 +39,48 @@ def _step(message: str) -> None:
     print(f"\n== {message}", flush=True)
 
 
-def _packed_text(tokenizer: Any, documents: list[str], context_length: int, count: int) -> torch.Tensor:
-    """`count` rows of `context_length` ids: the documents tokenized, each closed by EOS, concatenated."""
-    ids = [
-        i
-        for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]
-        for i in ids + [tokenizer.eos_token_id]
-    ]
-    if len(ids) < count * context_length:
-        raise ValueError(f"{len(ids)} held-out text tokens cannot fill {count} rows of {context_length}.")
-    return torch.tensor(ids[: count * context_length]).view(count, context_length)
-
-
-@torch.no_grad()
-def heldout_losses(model: SmolTolkForCausalLM, text: torch.Tensor, speech: torch.Tensor) -> dict[str, float]:
-    """SmolTolk's mean text loss on `text` rows and mean speech loss on `speech` rows (joint ids, no padding)."""
-    model.eval()
+def measure(
+    model: SmolTolkForCausalLM,
+    processor: SmolTolkProcessor,
+    heldout_units: list,
+    context_length: int,
+    text: dict | None = None,
+) -> dict:
+    """Held-out speech NLL (packed windows of `context_length`, as the training loss), the selector's state on the
+    held-out utterances (None for a model without selector, e.g. baseline-135m) and the held-out text check (`text`
+    when given: a result already measured on the same text path)."""
+    nll = speech_nll(model.eval(), processor, heldout_units, max_length=context_length, mode="packed")
+    has_selector = model.config.use_dynamic_pooling
     return {
-        "text_loss": float(model(text, labels=text).text_loss),
-        "speech_loss": float(model(speech, labels=speech).speech_loss),
+        "speech_nll": nll["nll"],
+        "selector": selector_state(layer_weights(model, processor, heldout_units)) if has_selector else None,
+        "text_check": text or text_check(model, processor),
     }
 
 
-def run_demo_training(
-    work_dir: str | os.PathLike,
-    n_utterances: int = 120,
-    heldout_utterances: int = 12,
-    context_length: int = 256,
-    batch_size: int = 2,
-    stage1_steps: int = 10,
-    stage2_steps: int = 14,
-    eval_rows: int = 4,
-    cache_dir: str | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Runs the training demo (module docstring) in `work_dir`; returns its measurements and paths.
+def report(when: str, measured: dict, unigram: float) -> None:
+    """Prints `measure`'s result beside the unigram entropy."""
+    check = measured["text_check"]
+    lines = [f"{when}: held-out speech NLL {measured['speech_nll']:.3f} per unit (unigram entropy {unigram:.3f})"]
+    if measured["selector"] is not None:
+        lines.append(f"  selector on held-out speech: {format_selector_state(measured['selector'])}")
+    lines.append(
+        f"  text check: {100 * check['accuracy']:.1f}% of {check['num_pairs']} stories, margin "
+        f"{check['mean_margin']:.3f}, ending NLL {check['ending_nll']:.3f}"
+    )
+    print("\n".join(lines), flush=True)
 
-    The defaults take a few minutes on 2 CPU cores. Returned keys: `backbone_text_loss`, `before` and `after`
-    (held-out `text_loss`/`speech_loss`), `speech_loss_log` (the training logs' speech loss per step),
-    `train_seconds`, and the paths `config`, `units`, `heldout_units`, `speech_tokenizer`, `processor`, `model`.
-    """
+
+def prepare_data(work_dir: str | os.PathLike, n_utterances: int, heldout_utterances: int, seed: int = 0) -> dict:
+    """The demo's data in `work_dir`: an espeak-ng corpus of `n_utterances`, a 500-unit MFCC codebook fitted on the
+    training utterances, the units datasets (`units`: training, `heldout_units`: the last `heldout_utterances`) and
+    the fortune text documents (`text`). Returns the paths (keys `corpus`, `speech_tokenizer`, `units_all`,
+    `units`, `heldout_units`, `text`)."""
     work_dir = os.path.abspath(os.fspath(work_dir))
     paths = {
         name: os.path.join(work_dir, name)
-        for name in ("corpus", "speech_tokenizer", "units_all", "units", "heldout_units", "text", "run", "model")
+        for name in ("corpus", "speech_tokenizer", "units_all", "units", "heldout_units", "text")
     }
-    paths["config"] = os.path.join(work_dir, "train.yaml")
-    paths["processor"] = paths["model"]
-
     _step(f"Synthesising {n_utterances} spoken utterances with espeak-ng (word-aligned)")
     manifest = synthesize_corpus(paths["corpus"], n_utterances, seed=seed)
 
@@ -100,26 +95,48 @@ def run_demo_training(
     units.select(range(train_count)).save_to_disk(paths["units"])
     units.select(range(train_count, len(units))).save_to_disk(paths["heldout_units"])
 
-    # Text: fortune sentences the spoken corpus does not use; the last ones are held out.
+    # Text: fortune sentences the spoken corpus does not use (the text check's stories are held out from both).
     spoken = "\n".join(units["text"])
     sentences = [s for s in fortune_sentences() if s not in spoken]
     random.Random(seed).shuffle(sentences)
     documents = [" ".join(sentences[i : i + 8]) for i in range(0, len(sentences), 8)]
-    heldout_documents, train_documents = documents[:40], documents[40:]
-    datasets.Dataset.from_dict({"text": train_documents}).save_to_disk(paths["text"])
+    datasets.Dataset.from_dict({"text": documents}).save_to_disk(paths["text"])
+    return paths
 
-    config = {
-        "model": {"from_text_model": "embedded", "num_speech_units": NUM_UNITS, "attn_implementation": "sdpa"},
+
+def training_config(
+    data: dict,
+    output_dir: str,
+    context_length: int,
+    batch_size: int,
+    stage1_steps: int,
+    stage2_steps: int,
+    seed: int = 0,
+    preset: str | None = None,
+) -> dict[str, Any]:
+    """The training config (`smoltolk train` YAML as a dict) of the demo's model on `prepare_data`'s `data`:
+    SmolTolk from the embedded backbone (with a `preset`'s speech settings if given), interleaved, speech and
+    fortune-text data, stage 1 then stage 2."""
+    model = {
+        "from_text_model": "embedded",
+        "num_speech_units": NUM_UNITS,
+        "attn_implementation": "sdpa",
+        "speech_tokenizer": data["speech_tokenizer"],
+    }
+    if preset is not None:
+        model["preset"] = preset
+    return {
+        "model": model,
         "data": {
             "context_length": context_length,
             "seed": seed,
-            "interleaved": [{"path": paths["units"]}],
-            "speech": [{"path": paths["units"]}],
-            "text": [{"path": paths["text"]}],
+            "interleaved": [{"path": data["units"]}],
+            "speech": [{"path": data["units"]}],
+            "text": [{"path": data["text"]}],
         },
         "stages": {"stage1_steps": stage1_steps, "warmup_steps": max(1, stage1_steps // 2)},
         "training": {
-            "output_dir": paths["run"],
+            "output_dir": output_dir,
             "max_steps": stage1_steps + stage2_steps,
             "per_device_train_batch_size": batch_size,
             "logging_steps": 1,
@@ -127,28 +144,43 @@ def run_demo_training(
             "seed": seed,
         },
     }
+
+
+def run_demo_training(
+    work_dir: str | os.PathLike,
+    n_utterances: int = 120,
+    heldout_utterances: int = 12,
+    context_length: int = 128,
+    batch_size: int = 2,
+    stage1_steps: int = 10,
+    stage2_steps: int = 20,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Runs the training demo (module docstring) in `work_dir`; returns its measurements and paths.
+
+    The defaults take a few minutes on 2 CPU cores. Returned keys: `unigram_entropy` (of the training units, on
+    the held-out ones), `before` and `after` (`measure`'s `speech_nll`, `selector`, `text_check`), `speech_loss_log`
+    (the training logs' speech loss per step), `train_seconds`, and the paths `config`, `units`, `heldout_units`,
+    `speech_tokenizer`, `processor`, `model`.
+    """
+    work_dir = os.path.abspath(os.fspath(work_dir))
+    paths = prepare_data(work_dir, n_utterances, heldout_utterances, seed)
+    paths.update(config=os.path.join(work_dir, "train.yaml"), model=os.path.join(work_dir, "model"))
+    paths["processor"] = paths["model"]
+    config = training_config(
+        paths, os.path.join(work_dir, "run"), context_length, batch_size, stage1_steps, stage2_steps, seed
+    )
     with open(paths["config"], "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
 
-    _step("Held-out text loss of the backbone (SmolLM2-135M), before any speech training")
-    backbone, tokenizer = load_embedded_backbone(cache_dir)
-    text_rows = _packed_text(tokenizer, heldout_documents, context_length, eval_rows)
-    with torch.no_grad():
-        backbone_text_loss = float(backbone(text_rows, labels=text_rows).loss)
-    del backbone
-    print(f"backbone text loss: {backbone_text_loss:.3f}")
-
     _step(f"Building SmolTolk-150M and the data mixture from {paths['config']}")
     trainer = build_trainer(paths["config"])
-    model = trainer.model
-    heldout_builder = SpeechSampleBuilder(
-        datasets.load_from_disk(paths["heldout_units"]), model.config, context_length
-    )
-    speech_rows = torch.stack(
-        [heldout_builder.build(np.random.default_rng([seed, i]))["input_ids"] for i in range(eval_rows)]
-    )
-    before = heldout_losses(model, text_rows, speech_rows)
-    print(f"held-out before training: {json.dumps(before)}")
+    model, processor = trainer.model, trainer.processing_class
+    heldout_units = datasets.load_from_disk(paths["heldout_units"])["units"]
+    unigram = unigram_cross_entropy(datasets.load_from_disk(paths["units"])["units"], heldout_units, NUM_UNITS)
+    _step("Before training (SmolTolk on text = its backbone): held-out speech NLL, selector, text check")
+    before = measure(model, processor, heldout_units, context_length)
+    report("before training", before, unigram)
 
     _step(
         f"Training: stage 1 ({stage1_steps} steps, backbone frozen, interleaved data), "
@@ -157,22 +189,25 @@ def run_demo_training(
     start = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - start
-    after = heldout_losses(model, text_rows, speech_rows)
     speech_log = [round(e["speech_loss"], 3) for e in trainer.state.log_history if "speech_loss" in e]
-    print(f"held-out after training:  {json.dumps(after)}  ({train_seconds:.0f} s of training)")
-    print(f"speech loss per step: {speech_log}")
+    print(f"{train_seconds:.0f} s of training; speech loss per step: {speech_log}")
+    _step("After training: held-out speech NLL, selector, text check")
+    after = measure(model, processor, heldout_units, context_length)
+    report("after training", after, unigram)
 
     _step(f"Saving the model and processor to {paths['model']} and reloading them with from_pretrained")
     trainer.save_model(paths["model"])
-    SmolTolkProcessor.from_config(tokenizer, speech_tokenizer, model.config).save_pretrained(paths["processor"])
+    processor.save_pretrained(paths["processor"])
     reloaded = SmolTolkForCausalLM.from_pretrained(paths["model"])
-    reloaded_losses = heldout_losses(reloaded, text_rows, speech_rows)
-    if reloaded_losses != after:
-        raise RuntimeError(f"The reloaded model scores differently: {reloaded_losses} vs {after}.")
+    reloaded_nll = speech_nll(reloaded, processor, heldout_units, max_length=context_length, mode="packed")["nll"]
+    if reloaded_nll != after["speech_nll"]:
+        raise RuntimeError(
+            f"The reloaded model scores differently: speech NLL {reloaded_nll} vs {after['speech_nll']}."
+        )
     SmolTolkProcessor.from_pretrained(paths["processor"])
-    print(f"reloaded: same held-out losses ({json.dumps(reloaded_losses)})")
+    print(f"reloaded: same held-out speech NLL ({reloaded_nll:.4f})")
     return {
-        "backbone_text_loss": backbone_text_loss,
+        "unigram_entropy": unigram,
         "before": before,
         "after": after,
         "speech_loss_log": speech_log,
