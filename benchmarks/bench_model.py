@@ -8,15 +8,25 @@ SmolLM-135M architecture, bf16, CPU, random weights:
   text generation with the same cache);
 - peak training memory: resident-memory increase of building the model and two training steps, each model in a
   fresh process (torch's CPU allocator keeps no peak counter).
+The optimizer is AdamW with `fused=True`, what the Trainer trains with (its default `optim="adamw_torch_fused"`).
 Reports medians and ratios against Llama.
 
-    python benchmarks/bench_model.py [--steps 5] [--threads 2] [--generation-only]
+With `--profile`, instead: where the time of one training step goes (`torch.profiler`), per model, by phase
+(forward, backward, AdamW step) and by kind of operator, the models alternating.
+
+With `--compile`, instead: each model's training step with `torch.compile(model, fullgraph=True)` (default
+backend, inductor) against the same model in eager mode, alternating: the compile time (first compiled step minus
+an eager step) and the steady-state speed-up (median eager step / median compiled step).
+
+    python benchmarks/bench_model.py [--steps 5] [--threads 2] [--generation-only | --training-only]
+        [--profile | --compile] [--models llama smoltolk-150m]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -85,9 +95,14 @@ class PeakRSS:
         return (self.peak - self.start) / 2**20
 
 
-def train_step(model, ids: torch.Tensor, optimizer: torch.optim.Optimizer) -> float:
+def adamw(model) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+
+
+def train_step(model, ids: torch.Tensor, optimizer: torch.optim.Optimizer, call=None) -> float:
+    """Seconds of one forward, backward and AdamW step (`call`: the model or a compiled version of it)."""
     start = time.perf_counter()
-    model(input_ids=ids, labels=ids).loss.backward()
+    (model if call is None else call)(input_ids=ids, labels=ids).loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return time.perf_counter() - start
@@ -102,7 +117,7 @@ def memory_worker(name: str) -> float:
     generator = torch.Generator().manual_seed(0)
     with PeakRSS() as memory:
         model = build(name)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        optimizer = adamw(model)
         for _ in range(2):
             train_step(model, batch_for(name, model.config, SEQ_LEN, generator), optimizer)
     return memory.increase_mb
@@ -111,13 +126,13 @@ def memory_worker(name: str) -> float:
 CACHES = {"dynamic": {}, "static": {"cache_implementation": "static"}}
 
 
-def timings(names: list[str], steps: int, train: bool) -> dict[str, dict[str, float]]:
+def timings(names: list[str], steps: int, train: bool, generate: bool) -> dict[str, dict[str, float]]:
     """Round-robin over the models at every repetition, so that load drift on a shared machine hits all alike."""
     generator = torch.Generator().manual_seed(0)
     models = {name: build(name) for name in names}
     results: dict[str, dict[str, float]] = {name: {} for name in names}
     if train:
-        optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in models.items()}
+        optimizers = {name: adamw(m) for name, m in models.items()}
         step_times: dict[str, list[float]] = {name: [] for name in names}
         for repetition in range(steps + 1):  # repetition 0 warms up
             for name, model in models.items():
@@ -126,6 +141,8 @@ def timings(names: list[str], steps: int, train: bool) -> dict[str, dict[str, fl
                     step_times[name].append(elapsed)
         for name, t in step_times.items():
             results[name]["train_step_s"] = statistics.median(t)
+    if not generate:
+        return results
 
     settings = dict(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
     prompts = {}
@@ -152,11 +169,88 @@ def timings(names: list[str], steps: int, train: bool) -> dict[str, dict[str, fl
     return results
 
 
+OPERATOR_KINDS = {  # first match wins; the rest is elementwise work (norms, activations, rotary, residuals, ...)
+    "matrix products": ("aten::mm", "aten::bmm", "aten::addmm"),
+    "attention kernels": ("scaled_dot_product",),
+    "log-softmax / cross-entropy": ("log_softmax", "nll_loss"),
+    "copies and dtype casts": ("aten::copy_", "aten::_to_copy", "aten::cat", "aten::stack", "aten::index"),
+    "embedding lookups and gradients": ("embedding",),
+}
+
+
+def profile_step(model, ids: torch.Tensor, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Seconds of one training step by phase and, for forward + backward, by operator kind (self times)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with record_function("phase: forward"):
+            loss = model(input_ids=ids, labels=ids).loss
+        with record_function("phase: backward"):
+            loss.backward()
+        with record_function("phase: AdamW step"):
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    seconds: dict[str, float] = {}
+    events = prof.key_averages()
+    for event in events:
+        if event.key.startswith("phase: "):
+            seconds[event.key] = event.cpu_time_total / 1e6
+    in_optimizer = {e.key for e in events if "AdamW" in e.key or e.key.startswith("aten::_fused_adamw")}
+    for event in events:
+        if event.key.startswith("phase: ") or event.key in in_optimizer:
+            continue
+        kinds = (kind for kind, names in OPERATOR_KINDS.items() if any(name in event.key for name in names))
+        kind = next(kinds, "elementwise and other")
+        seconds[kind] = seconds.get(kind, 0.0) + event.self_cpu_time_total / 1e6
+    return seconds
+
+
+def profiles(names: list[str], steps: int) -> dict[str, dict[str, float]]:
+    """Median over `steps` profiled steps per model (after one warm-up step each), the models alternating."""
+    generator = torch.Generator().manual_seed(0)
+    models = {name: build(name) for name in names}
+    optimizers = {name: adamw(model) for name, model in models.items()}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    for repetition in range(steps + 1):
+        for name, model in models.items():
+            result = profile_step(model, batch_for(name, model.config, SEQ_LEN, generator), optimizers[name])
+            if repetition:
+                runs[name].append(result)
+    return {name: {key: statistics.median(r.get(key, 0.0) for r in rs) for key in rs[0]} for name, rs in runs.items()}
+
+
+def compile_timings(names: list[str], steps: int) -> dict[str, dict[str, float]]:
+    """Per model: compile time of the training step and eager / compiled step-time medians, the two alternating."""
+    generator, results = torch.Generator().manual_seed(0), {}
+    for name in names:
+        model = build(name)
+        optimizer = adamw(model)
+        compiled = torch.compile(model, fullgraph=True)
+        batch = batch_for(name, model.config, SEQ_LEN, generator)
+        warm_eager = train_step(model, batch, optimizer)
+        first_compiled = train_step(model, batch, optimizer, compiled)
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for _ in range(steps):
+            batch = batch_for(name, model.config, SEQ_LEN, generator)
+            times["eager"].append(train_step(model, batch, optimizer))
+            times["compiled"].append(train_step(model, batch, optimizer, compiled))
+        eager, fast = statistics.median(times["eager"]), statistics.median(times["compiled"])
+        results[name] = {"warm_eager_s": warm_eager, "compile_s": first_compiled - eager, "eager_s": eager}
+        results[name]["compiled_s"] = fast
+        del model, compiled, optimizer
+        torch._dynamo.reset()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--generation-only", action="store_true", help="skip the training step and memory figures")
+    parser.add_argument("--training-only", action="store_true", help="skip the generation figures")
+    parser.add_argument("--profile", action="store_true", help="where a training step's time goes instead")
+    parser.add_argument("--compile", action="store_true", help="compiled vs eager training step instead")
+    parser.add_argument("--models", nargs="+", default=["llama", "baseline-135m", "smoltolk-150m"])
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -164,13 +258,37 @@ def main() -> None:
         print(json.dumps(memory_worker(args.memory_worker)))
         return
 
-    names = ["llama", "baseline-135m", "smoltolk-150m"]
-    results = timings(names, args.steps, train=not args.generation_only)
-    base = results["llama"]
-    print(
+    names = ["llama"] + [name for name in args.models if name != "llama"]
+    header = (
         f"\nSmolLM-135M architecture, bf16, CPU ({args.threads} threads), torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, medians of {args.steps} round-robin repetitions\n"
+        f"{transformers.__version__}, medians of {args.steps} {{}} repetitions, load before / after "
+        f"{os.getloadavg()[0]:.1f} / {{:.1f}}\n"
     )
+    if args.profile:
+        results = profiles(names, args.steps)
+        print(header.format("alternating", os.getloadavg()[0]))
+        print("| phase or operator kind (s) | " + " | ".join(names) + " | ratio |")
+        print("|---|" + "---|" * (len(names) + 1))
+        for key in results[names[-1]]:
+            cells = " | ".join(f"{results[name].get(key, 0.0):.2f}" for name in names)
+            llama = results["llama"].get(key, 0.0)
+            ratio = f"{results[names[-1]][key] / llama:.2f}x" if llama else "-"
+            print(f"| {key} | {cells} | {ratio} |")
+        return
+    if args.compile:
+        results = compile_timings(names, args.steps)
+        print(header.format("alternating eager / compiled", os.getloadavg()[0]))
+        print("| model | compile time, training step (s) | eager step (s) | compiled step (s) | speed-up |")
+        print("|---|---|---|---|---|")
+        for name, r in results.items():
+            print(
+                f"| {name} | {r['compile_s']:.0f} | {r['eager_s']:.2f} | {r['compiled_s']:.2f} | "
+                f"{r['eager_s'] / r['compiled_s']:.2f}x |"
+            )
+        return
+    results = timings(names, args.steps, train=not args.generation_only, generate=not args.training_only)
+    base = results["llama"]
+    print(header.format("round-robin", os.getloadavg()[0]))
     if not args.generation_only:
         peak_mb = {}
         for name in names:
@@ -186,6 +304,8 @@ def main() -> None:
                 f"{peak_mb[name] / peak_mb['llama']:.2f}x |"
             )
         print()
+    if args.training_only:
+        return
     print("| model | cache | text generate (tok/s) | ratio | speech generate (tok/s) | ratio |")
     print("|---|---|---|---|---|---|")
     for name in names:

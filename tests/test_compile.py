@@ -61,13 +61,15 @@ def check_compiled_training_step(backend: str, config_overrides: dict | None = N
     from helpers import NUM_UNITS, tiny_text_model
 
     torch.manual_seed(1)
-    model = SmolTolkForCausalLM.from_text_model(tiny_text_model(), num_speech_units=NUM_UNITS, **(config_overrides or {}))
+    overrides = config_overrides or {}
+    model = SmolTolkForCausalLM.from_text_model(tiny_text_model(), num_speech_units=NUM_UNITS, **overrides)
     model.train()
     ids, mask = padded_batch(model.config)
     labels = labels_for(ids, mask)
     expected, expected_grads = training_step(model, model, ids, mask, labels)
     got, grads = training_step(model, torch.compile(model, fullgraph=True, backend=backend), ids, mask, labels)
-    for name in ("loss", "text_loss", "speech_loss", "layer_weights_entropy", "num_text_targets", "num_speech_targets"):
+    scalars = ("loss", "text_loss", "speech_loss", "layer_weights_entropy", "num_text_targets", "num_speech_targets")
+    for name in scalars:
         torch.testing.assert_close(getattr(got, name), getattr(expected, name))
     assert grads.keys() == expected_grads.keys() and len(grads) == len(list(model.parameters()))
     for name, grad in grads.items():
