@@ -1,6 +1,7 @@
 """Scale diagnosis of a fresh SmolTolk-150M on the embedded backbone (issue 11, item 1).
 
-Builds a fresh SmolTolk-150M with `SmolTolkForCausalLM.from_text_model(backbone, num_speech_units=500)` and a
+Builds a fresh SmolTolk-150M with `SmolTolkForCausalLM.from_text_model(backbone, num_speech_units=500)` (its
+`pooling_norm` from `--pooling-norm`: default what new models get, `none` for the authors' architecture) and a
 `baseline-135m`-style model (no adapters, no pooling, no residual) from the same embedded SmolLM2-135M-Instruct, runs
 text, speech and interleaved inputs through them and prints, per input:
 
@@ -32,6 +33,7 @@ import torch
 
 from smoltolk_hf import SmolTolkForCausalLM
 from smoltolk_hf.backbones import load_embedded_backbone
+from smoltolk_hf.configuration_smoltolk import NEW_MODEL_POOLING_NORM, POOLING_NORMS
 
 FORCED_LAYERS = (1, 2, 3, 9, 15, 20, 24, 29, 30)
 FORCED_UTTERANCES = 2
@@ -393,6 +395,15 @@ def main(argv=None) -> int:
         help="also measure the CE with omega forced one-hot on each layer (default on)",
     )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--pooling-norm",
+        choices=POOLING_NORMS,
+        default=NEW_MODEL_POOLING_NORM,
+        help="SmolTolk's pooling_norm (default: what from_text_model gives; 'none': the authors' architecture)",
+    )
+    parser.add_argument(
+        "--baseline", action=argparse.BooleanOptionalAction, default=True, help="also measure the baseline"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -402,7 +413,7 @@ def main(argv=None) -> int:
     backbone, tok = load_embedded_backbone()
     backbone.float().eval()
     torch.manual_seed(args.seed)
-    model = SmolTolkForCausalLM.from_text_model(backbone, num_speech_units=500).eval()
+    model = SmolTolkForCausalLM.from_text_model(backbone, num_speech_units=500, pooling_norm=args.pooling_norm).eval()
     torch.manual_seed(args.seed)
     baseline = SmolTolkForCausalLM.from_text_model(backbone, num_speech_units=500, **BASELINE_SWITCHES).eval()
 
@@ -428,8 +439,11 @@ def main(argv=None) -> int:
         diff = (model(ids).logits[..., : cfg.vocab_size] - backbone(ids).logits).abs().max().item()
     print(f"- fresh SmolTolk vs backbone text logits, max |diff| on text: {diff:.2e}")
 
-    analyse(model, "SmolTolk-150M (from_text_model, default config)", inputs, args.forced_layers)
-    analyse(baseline, "baseline-135m-style (from_text_model with all adapters/pooling/residual off)", inputs, False)
+    name = f"SmolTolk-150M (from_text_model, pooling_norm={args.pooling_norm!r})"
+    analyse(model, name, inputs, args.forced_layers)
+    if args.baseline:
+        name = "baseline-135m-style (from_text_model with all adapters/pooling/residual off)"
+        analyse(baseline, name, inputs, False)
     print(f"\n(total {time.time() - t0:.0f} s)")
     return 0
 

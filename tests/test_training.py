@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 
 import datasets
 import pytest
@@ -25,7 +26,7 @@ from transformers import TrainerCallback
 from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
 from smoltolk_hf.training import TwoStageSchedule, build_trainer, cli_train, parameter_groups, run_training
 from smoltolk_hf.training.callback import STATE_NAME
-from smoltolk_hf.training.optim import parameter_role
+from smoltolk_hf.training.optim import PAPER_BATCH_TOKENS, parameter_role, sqrt_batch_factor
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +94,38 @@ def test_schedule_factors():
     assert TwoStageSchedule(stage1_steps=0, warmup_steps=0).lr_factor("backbone", 0) == 1.0
     with pytest.raises(ValueError, match="warmup_steps"):
         TwoStageSchedule(stage1_steps=10, warmup_steps=20)
+
+
+def test_stage2_backbone_factor_and_warm_up():
+    schedule = TwoStageSchedule(stage1_steps=10, warmup_steps=2, backbone_factor=0.1, stage2_warmup_steps=4)
+    steps = (9, 10, 11, 13, 14, 100)
+    assert [schedule.lr_factor("backbone", s) for s in steps] == pytest.approx([0.0, 0.025, 0.05, 0.1, 0.1, 0.1])
+    # step 9: the stage-1 peak 10 x decay 1/2
+    assert [schedule.lr_factor("speech", s) for s in steps] == pytest.approx([5.0, 0.25, 0.5, 1.0, 1.0, 1.0])
+    assert [schedule.lr_factor("pooling", s) for s in steps] == pytest.approx([1.0, 0.25, 0.5, 1.0, 1.0, 1.0])
+    for bad in ({"backbone_factor": 0.0}, {"stage2_warmup_steps": -1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TwoStageSchedule(**bad)
+
+
+def test_square_root_batch_rule():
+    assert sqrt_batch_factor(PAPER_BATCH_TOKENS) == 1.0
+    assert sqrt_batch_factor(PAPER_BATCH_TOKENS // 4) == pytest.approx(0.5)
+    assert sqrt_batch_factor(512) == pytest.approx(0.0221, abs=1e-4)  # the demo: 2 x 256 ids per step
+    assert sqrt_batch_factor(4 * PAPER_BATCH_TOKENS) == 1.0  # never above the paper's rate
+    with pytest.raises(ValueError, match="tokens_per_step"):
+        sqrt_batch_factor(0)
+
+
+def test_build_trainer_sets_the_backbone_rate_by_the_batch(assets, tmp_path):
+    """Unset, the stage-2 backbone factor follows the square-root rule for context x batch x accumulation;
+    set in the YAML, it is kept."""
+    config = tiny_training_config(assets, str(tmp_path), gradient_accumulation_steps=3)
+    trainer = build_trainer(config)
+    tokens = 64 * BATCH * 3
+    assert trainer.schedule.backbone_factor == pytest.approx(math.sqrt(tokens / PAPER_BATCH_TOKENS))
+    config["stages"]["backbone_factor"] = 1
+    assert build_trainer(config).schedule.backbone_factor == 1.0
 
 
 def test_stage1_freezes_the_backbone_bit_for_bit_and_stage2_trains_it(two_stage_run):
@@ -176,7 +209,9 @@ def test_learning_rates_follow_the_schedule(two_stage_run):
     assert recorder.lrs[0]["speech.decay"] == pytest.approx(base * 5.0)  # warm-up 1/2 of the 10x peak
     assert recorder.lrs[1]["speech.decay"] == pytest.approx(base * 10.0)
     assert recorder.lrs[3]["speech.decay"] == pytest.approx(base * 5.0)  # decay over the last 2 steps
-    assert recorder.lrs[STAGE1]["backbone.decay"] == recorder.lrs[STAGE1]["speech.decay"] == pytest.approx(base)
+    assert recorder.lrs[STAGE1]["speech.decay"] == pytest.approx(base)
+    # the backbone by the square-root rule: 64 ids x BATCH per step
+    assert recorder.lrs[STAGE1]["backbone.decay"] == pytest.approx(base * math.sqrt(64 * BATCH / PAPER_BATCH_TOKENS))
 
 
 def test_losses_entropy_stage_and_tokens_seen_are_logged(two_stage_run):
@@ -187,7 +222,10 @@ def test_losses_entropy_stage_and_tokens_seen_are_logged(two_stage_run):
         assert {"text_loss", "speech_loss", "layer_weights_entropy", "num_input_tokens_seen"} <= set(entry)
     assert [entry["stage"] for entry in logs] == [1] * STAGE1 + [2] * (STEPS - STAGE1)
     base = trainer.args.learning_rate
-    assert [entry["learning_rate_backbone"] for entry in logs] == [0.0] * STAGE1 + [base] * (STEPS - STAGE1)
+    backbone = base * trainer.schedule.backbone_factor  # the square-root batch rule
+    assert [entry["learning_rate_backbone"] for entry in logs] == pytest.approx(
+        [0.0] * STAGE1 + [backbone] * (STEPS - STAGE1)
+    )
     assert logs[1]["learning_rate_speech"] == logs[1]["learning_rate"] == pytest.approx(10 * base)
     assert logs[0]["text_loss"] > 0 and logs[0]["speech_loss"] > 0
     text_seen = [entry["text_tokens_seen"] for entry in logs]

@@ -134,7 +134,12 @@ def training_config(
             "speech": [{"path": data["units"]}],
             "text": [{"path": data["text"]}],
         },
-        "stages": {"stage1_steps": stage1_steps, "warmup_steps": max(1, stage1_steps // 2)},
+        # Stage 2 warms up; the backbone's rate follows the square-root batch rule (docs/training.md).
+        "stages": {
+            "stage1_steps": stage1_steps,
+            "warmup_steps": max(1, stage1_steps // 2),
+            "stage2_warmup_steps": max(1, stage2_steps // 4),
+        },
         "training": {
             "output_dir": output_dir,
             "max_steps": stage1_steps + stage2_steps,

@@ -1,6 +1,7 @@
 """Two-stage SmolTolk training with the Hugging Face `Trainer` (paper sections 3.2 and 4.1).
 
-- `optim`: parameter roles and groups, `TwoStageSchedule` (the stage-1 trapezoid and stage-2 constant rates);
+- `optim`: parameter roles and groups, `TwoStageSchedule` (the stage-1 trapezoid and stage-2 constant rates),
+  `sqrt_batch_factor` (the stage-2 backbone rate for a batch size);
 - `callback`: `TwoStageCallback` (stage/data agreement, exact resume of the data position, tokens seen);
 - `trainer`: `SmolTolkTrainer` (optimizer groups, frozen backbone in stage 1, separate loss logging);
 - `config`: the typed training configuration (`TrainConfig`: the YAML's sections as dataclasses, strict keys,
@@ -10,7 +11,7 @@
 """
 
 from .callback import TwoStageCallback
-from .optim import TwoStageSchedule, parameter_groups, parameter_role, two_stage_scheduler
+from .optim import TwoStageSchedule, parameter_groups, parameter_role, sqrt_batch_factor, two_stage_scheduler
 from .config import TrainConfig, load_config
 from .train import build_trainer, cli_train, run_training
 from .trainer import SmolTolkTrainer, mixture_stream
@@ -27,5 +28,6 @@ __all__ = [
     "parameter_groups",
     "parameter_role",
     "run_training",
+    "sqrt_batch_factor",
     "two_stage_scheduler",
 ]

@@ -20,6 +20,7 @@ start. Their stage-1 factor is 0 as well, so logged learning rates tell the trut
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,14 +80,23 @@ class TwoStageSchedule:
     Stage 1 is optimizer steps `[0, stage1_steps)`: the backbone is frozen (factor 0), the pooling weights run at
     the base rate and the speech parameters follow a trapezoid: linear warm-up over `warmup_steps` to
     `peak_factor`, then linear decay to 0 over the last `decay_fraction` of stage 1 (reaching 0 exactly at the
-    switch). In stage 2 every group runs at the base rate. Paper: 1000 stage-1 steps, 100 warm-up steps, peak
-    10x, decay over the last 20%.
+    switch). In stage 2 the speech and pooling parameters run at the base rate and the backbone at `backbone_factor`
+    times it, every group after a linear warm-up over the first `stage2_warmup_steps` of stage 2. Paper: 1000
+    stage-1 steps, 100 warm-up steps, peak 10x, decay over the last 20%, no stage-2 warm-up, and the backbone at
+    the base rate for its batch of `PAPER_BATCH_TOKENS` tokens.
+
+    `backbone_factor=None` (the default) means the square-root rule for the run's batch: `build_trainer` (and so
+    `smoltolk train`) sets it to `sqrt_batch_factor(tokens per optimizer step)`, which is 1 at the paper's batch and
+    below it for smaller batches, so that small-batch runs keep the text LM (docs/training.md). A schedule built by
+    hand and left at None uses 1.
     """
 
     stage1_steps: int = 1000
     warmup_steps: int = 100
     peak_factor: float = 10.0
     decay_fraction: float = 0.2
+    backbone_factor: float | None = None
+    stage2_warmup_steps: int = 0
 
     def __post_init__(self):
         if self.stage1_steps < 0 or self.warmup_steps < 0:
@@ -99,6 +109,12 @@ class TwoStageSchedule:
             raise ValueError(
                 f"peak_factor must be > 0 and decay_fraction in (0, 1], got {self.peak_factor}, {self.decay_fraction}."
             )
+        if self.backbone_factor is not None and self.backbone_factor <= 0:
+            raise ValueError(
+                f"backbone_factor must be > 0 (or None for the square-root batch rule), got {self.backbone_factor}."
+            )
+        if self.stage2_warmup_steps < 0:
+            raise ValueError(f"stage2_warmup_steps must be >= 0, got {self.stage2_warmup_steps}.")
 
     @property
     def decay_steps(self) -> int:
@@ -112,13 +128,31 @@ class TwoStageSchedule:
         """Multiple of the base learning rate for parameters of `role` at optimizer step `step`."""
         if role not in ROLES:
             raise ValueError(f"Unknown role {role!r}; expected one of {ROLES}.")
-        if self.stage(step) == 2 or role == "pooling":
+        if self.stage(step) == 2:
+            warm_up = (step - self.stage1_steps + 1) / self.stage2_warmup_steps if self.stage2_warmup_steps else 1.0
+            backbone = 1.0 if self.backbone_factor is None else self.backbone_factor
+            return (backbone if role == "backbone" else 1.0) * min(1.0, warm_up)
+        if role == "pooling":
             return 1.0
         if role in FROZEN_IN_STAGE1:
             return 0.0
         warm_up = (step + 1) / self.warmup_steps if self.warmup_steps else 1.0
         decay = (self.stage1_steps - step) / self.decay_steps
         return self.peak_factor * min(1.0, warm_up, decay)
+
+
+# Tokens per optimizer step of the paper's recipe (section 4.1: "a batch size of 1 million tokens"), as the example
+# configs read it: 512 sequences of 2048.
+PAPER_BATCH_TOKENS = 512 * 2048
+
+
+def sqrt_batch_factor(tokens_per_step: int, reference_tokens: int = PAPER_BATCH_TOKENS) -> float:
+    """The square-root scaling rule for Adam: `min(1, sqrt(tokens_per_step / reference_tokens))`, the multiple of a
+    learning rate tuned at `reference_tokens` per step that keeps the update noise of a smaller batch at the same
+    level (Malladi et al., 2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms")."""
+    if tokens_per_step <= 0:
+        raise ValueError(f"tokens_per_step must be > 0, got {tokens_per_step}.")
+    return min(1.0, math.sqrt(tokens_per_step / reference_tokens))
 
 
 def two_stage_scheduler(optimizer: torch.optim.Optimizer, schedule: TwoStageSchedule) -> LambdaLR:

@@ -30,6 +30,7 @@ the data is split across processes).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ from ..tokenization_speech import SpeechTokenizer
 from .callback import total_train_batch_size
 from .checkpoints import check_output_dir, remove_checkpoints
 from .config import DataSection, DatasetEntry, ModelSection, TrainConfig, load_config, parse_overrides
+from .optim import sqrt_batch_factor
 from .trainer import SmolTolkTrainer, dispatches_batches, mixture_stream
 
 logger = logging.get_logger(__name__)
@@ -229,6 +231,14 @@ def build_trainer(
     config = load_config(config, overrides)
     args = training_arguments(config.training)
     schedule = config.stages
+    if schedule.backbone_factor is None:
+        tokens_per_step = config.data.context_length * total_train_batch_size(args)
+        schedule = dataclasses.replace(schedule, backbone_factor=sqrt_batch_factor(tokens_per_step))
+        logger.info(
+            "Stage 2 backbone learning rate: %.3g x the base rate (square-root rule, %d tokens per optimizer step).",
+            schedule.backbone_factor,
+            tokens_per_step,
+        )
     set_seed(args.seed)  # the fresh speech parameters are initialised here, before the Trainer seeds
     model, processor = build_model(config.model)
     mixture = build_mixture(config.data, model.config, processor.tokenizer, args, schedule.stage1_steps)
