@@ -159,8 +159,9 @@ def markdown(results: dict, args: argparse.Namespace) -> str:
             f"{pct(scores['r_value'])} |"
         )
     lines.append(
-        f"\n(prominence {segmentation['prominence']}, {segmentation['num_utterances']} utterances, "
-        f"{random_peaks['num_peaks']} peaks, random: mean of {random_peaks['draws']} draws)"
+        f"\n(peaks on each utterance's omega^(L) rescaled to [0, 1], prominence {segmentation['prominence']} tuned on "
+        f"the R-value; {segmentation['num_utterances']} utterances, {random_peaks['num_peaks']} peaks, random: mean "
+        f"of {random_peaks['draws']} draws)"
     )
     return "\n".join(lines) + "\n"
 

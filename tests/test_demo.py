@@ -1,6 +1,7 @@
 """The demo package's held-out text check: the shipped stories and their scores, checked by hand."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -104,6 +105,11 @@ def test_random_peaks_scores_match_the_peak_count():
     # 2 of the positions 1..5 at random, 2 of them right: expected precision 2/5, recall (2 * 2/5) / 3.
     assert result["precision"] == pytest.approx(2 / 5, abs=0.03)
     assert result["recall"] == pytest.approx(4 / 15, abs=0.03)
+    # A spread selector's omega^(L): the same shape 1000 times flatter around 1/30 has no peak of raw prominence
+    # 0.5, and the same 2 once each utterance is rescaled to [0, 1].
+    flat = [1 / 30 + w / 1000 for w in weights]
+    assert random_peaks_scores(flat, reference, prominence=0.5)["num_peaks"] == 0
+    assert random_peaks_scores(flat, reference, prominence=0.5, rescale=True)["num_peaks"] == 2
 
 
 @pytest.mark.parametrize("preset", [None, "smoltolk-150m", "baseline-135m"])
@@ -120,17 +126,14 @@ def test_demo_training_config_is_a_valid_training_config(preset):
     assert args.max_steps == 30 and args.seed == 3 and args.output_dir == "run"
 
 
-def test_demo_evaluation_without_selector(tmp_path):
-    """baseline-135m has no selector: the cloze set is scored, segmentation and Figure 5 are skipped."""
+def aligned_rows(num_rows: int = 3):
+    """A units dataset of `num_rows` word-aligned utterances (3 random units of 12 per word, one frame each)."""
     from datasets import Dataset
     from helpers import EVAL_SENTENCES
 
-    from smoltolk_hf.demo.evaluation import run_demo_evaluation
-
-    model, processor = tiny_eval_model(use_layer_pooling=False, use_dynamic_pooling=False)
     rng = np.random.default_rng(0)
     rows = {k: [] for k in ("id", "units", "durations", "text", "words", "word_end_times", "frame_rate")}
-    for i, sentence in enumerate(EVAL_SENTENCES[:3]):
+    for i, sentence in enumerate(EVAL_SENTENCES[:num_rows]):
         words = sentence.split()
         units = rng.integers(0, 12, 3 * len(words)).tolist()
         rows["id"].append(f"u{i}")
@@ -140,7 +143,37 @@ def test_demo_evaluation_without_selector(tmp_path):
         rows["words"].append(words)
         rows["word_end_times"].append([3 * (w + 1) / 25 for w in range(len(words))])
         rows["frame_rate"].append(25.0)
-    result = run_demo_evaluation(model, processor, Dataset.from_dict(rows), tmp_path)
+    return Dataset.from_dict(rows)
+
+
+def test_demo_evaluation_without_selector(tmp_path):
+    """baseline-135m has no selector: the cloze set is scored, segmentation and Figure 5 are skipped."""
+    from smoltolk_hf.demo.evaluation import run_demo_evaluation
+
+    model, processor = tiny_eval_model(use_layer_pooling=False, use_dynamic_pooling=False)
+    result = run_demo_evaluation(model, processor, aligned_rows(), tmp_path)
     assert set(result["accuracy"]) == {"S", "T", "T->S", "S->T"} and result["num_pairs"] == 3
     assert result["segmentation"] is None and result["random_peaks"] is None and result["figure"] is None
     assert not list(tmp_path.iterdir())
+
+
+def test_demo_segmentation_finds_peaks_on_a_spread_selector(tmp_path):
+    """A fresh selector spreads its weight (omega^(L) within a hair of 1/L): no raw peak clears the smallest
+    prominence of the grid, so the demo peaks on each utterance's rescaled omega^(L), and the random baseline gets
+    as many peaks."""
+    from smoltolk_hf.demo.evaluation import run_demo_evaluation
+    from smoltolk_hf.evaluation.segmentation import PROMINENCE_GRID, detect_peaks, layer_weights
+
+    model, processor = tiny_eval_model()
+    with torch.no_grad():  # a spread selector: its logits 1000 times smaller, omega^(L) = 1/L + O(1e-3)
+        model.model.layer_pooling.selector.weight.mul_(1e-3)
+        model.model.layer_pooling.selector.bias.zero_()
+    rows = aligned_rows(4)
+    omega = [w[:, -1] for w in layer_weights(model, processor, rows["units"])]
+    assert sum(len(detect_peaks(w, PROMINENCE_GRID[0])) for w in omega) == 0  # the old raw result: F1 0
+    result = run_demo_evaluation(model, processor, rows, tmp_path)
+    segmentation, random_peaks = result["segmentation"], result["random_peaks"]
+    assert segmentation["rescale"] and segmentation["num_utterances"] == 4
+    expected = sum(len(detect_peaks(w, segmentation["prominence"], rescale=True)) for w in omega)
+    assert random_peaks["num_peaks"] == expected > 0
+    assert segmentation["f1"] > 0 and os.path.exists(result["figure"])

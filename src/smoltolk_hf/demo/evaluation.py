@@ -75,7 +75,8 @@ def run_demo_evaluation(
     options: ScoringOptions | None = None,
 ) -> dict[str, Any]:
     """Scores the corpus cloze set in S, T, T->S and S->T and prints the table; for a model with a dynamic selector
-    also the word segmentation from `omega^(L)` beside random peaks (`metrics.random_peaks_scores`), and writes the
+    also the word segmentation from `omega^(L)` (peaks on each utterance's weights rescaled to [0, 1], prominence
+    tuned on the R-value) beside random peaks as many (`metrics.random_peaks_scores`), and writes the
     Figure 5 plot of the first aligned utterance.
 
     Args:
@@ -105,25 +106,29 @@ def run_demo_evaluation(
             "random_peaks": None,
             "figure": None,
         }
-    segmentation = evaluate_segmentation(model, processor, rows)
+    # Peaks on each utterance's omega^(L) rescaled to [0, 1]: a spread selector's weights stay near 1/L, and a fixed
+    # raw prominence would find no peak however the weight moves with the words (docs/experiment.md).
+    segmentation = evaluate_segmentation(model, processor, rows, rescale=True)
     aligned = [r for r in rows if len(r["word_end_times"]) > 0 and len(r["units"]) > 0]
     omega = layer_weights(model, processor, [r["units"] for r in aligned])
     reference = [word_boundaries(r["durations"], r["word_end_times"], r["frame_rate"]) for r in aligned]
-    random_peaks = random_peaks_scores([w[:, -1] for w in omega], reference, segmentation["prominence"])
+    random_peaks = random_peaks_scores(
+        [w[:, -1] for w in omega], reference, segmentation["prominence"], rescale=True
+    )
     for name, scores in (("omega^(L) peaks", segmentation), ("random, as many peaks", random_peaks)):
         print(
             f"Word segmentation, {name}: P {100 * scores['precision']:.1f}  R {100 * scores['recall']:.1f}"
             f"  F1 {100 * scores['f1']:.1f}  R-val {100 * scores['r_value']:.1f}"
         )
     print(
-        f"  (prominence {segmentation['prominence']}, {segmentation['num_utterances']} utterances, "
-        f"{random_peaks['num_peaks']} peaks)"
+        f"  (prominence {segmentation['prominence']} of each utterance's range, tuned on the R-value; "
+        f"{segmentation['num_utterances']} utterances, {random_peaks['num_peaks']} peaks)"
     )
     figure = plot_layer_weights(
         omega[0],
         os.path.join(os.fspath(out_dir), "selector_weights.png"),
         boundaries=reference[0],
-        peaks=detect_peaks(omega[0][:, -1], segmentation["prominence"]),
+        peaks=detect_peaks(omega[0][:, -1], segmentation["prominence"], rescale=True),
         title=f"Selector layer weights across utterance {aligned[0]['id']} (bars: word boundaries)",
     )
     print(f"Figure 5 (selector weights across an utterance): {figure}")

@@ -71,13 +71,14 @@ def random_peaks_scores(
     draws: int = 20,
     seed: int = 0,
     tolerance: int = 1,
+    rescale: bool = False,
 ) -> dict[str, float]:
     """Segmentation scores of random boundaries: in each utterance as many as `omega^(L)` (`weights[i]`) has peaks
-    at `prominence`, drawn uniformly without repeats from the positions a boundary can take (1 .. n - 1), scored
+    at `prominence` (`evaluation.segmentation.detect_peaks`, with its `rescale`), drawn uniformly without repeats from the positions a boundary can take (1 .. n - 1), scored
     with `evaluation.segmentation.boundary_scores` and averaged over `draws` draws. The baseline a selector's
     segmentation must beat: it has the same number of boundaries and knows nothing of the words."""
     rng = np.random.default_rng(seed)
-    counts = [len(detect_peaks(w, prominence)) for w in weights]
+    counts = [len(detect_peaks(w, prominence, rescale)) for w in weights]
     totals: dict[str, float] = {}
     for _ in range(draws):
         predicted = [
