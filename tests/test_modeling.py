@@ -86,7 +86,7 @@ def test_pooling_norm_defaults_old_configs_vs_new_models(text_model):
     ablation = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, **ABLATIONS["no_layer_pooling"])
     assert ablation.config.pooling_norm == "none"
     authors = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, pooling_norm="none")
-    assert authors.model.layer_pooling.layer_norms is None
+    assert authors.model.layer_pooling.norm_weight is None
 
 
 def test_config_saved_without_pooling_norm_loads_the_authors_architecture(text_model, tmp_path):
@@ -113,8 +113,36 @@ def test_rmsnorm_pooling_ignores_the_scale_of_each_layer(text_model):
             (pooled, omega), (pooled_rescaled, omega_rescaled) = pooling(states), pooling(rescaled)
         assert torch.allclose(pooled, pooled_rescaled, atol=1e-4) == invariant
         assert torch.allclose(omega, omega_rescaled, atol=1e-4) == invariant
-        if invariant:  # fresh norms start as plain RMS normalisation
-            assert all(torch.equal(norm.weight, torch.ones(32)) for norm in pooling.layer_norms)
+        if invariant:  # the fresh gain starts as plain RMS normalisation
+            assert torch.equal(pooling.norm_weight, torch.ones(32))
+        else:
+            assert pooling.norm_weight is None
+
+
+@pytest.mark.parametrize("pooling_norm", ["none", "rmsnorm"])
+def test_layer_pooling_follows_the_paper_equations(text_model, pooling_norm):
+    """Eqs. 3-4 written out: c' = sum softmax(phi)_l n(c_l), omega = softmax(S(c')), c-bar = g * sum omega_l n(c_l),
+    with n the RMS normalisation (and g its gain) for "rmsnorm", the identity (and no gain) for the authors'."""
+    model = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, pooling_norm=pooling_norm)
+    pooling = model.model.layer_pooling
+    with torch.no_grad():
+        pooling.static_weights.normal_()
+        if pooling.norm_weight is not None:
+            pooling.norm_weight.normal_()
+    states = [torch.randn(2, 5, 32) * scale for scale in (0.5, 3.0, 40.0)]
+    normed = states
+    if pooling_norm == "rmsnorm":
+        normed = [F.rms_norm(state, (32,), eps=model.config.rms_norm_eps) for state in states]
+    phi = pooling.static_weights.softmax(-1)
+    static_pooled = sum(w * s for w, s in zip(phi, normed))
+    omega = pooling.selector(static_pooled).softmax(-1)
+    expected = sum(omega[..., i, None] * state for i, state in enumerate(normed))
+    if pooling_norm == "rmsnorm":
+        expected = expected * pooling.norm_weight
+    with torch.no_grad():
+        pooled, got_omega = pooling(states)
+    torch.testing.assert_close(got_omega, omega.detach())
+    torch.testing.assert_close(pooled, expected.detach())
 
 
 def test_fresh_model_meets_init_targets_on_a_large_scale_backbone():

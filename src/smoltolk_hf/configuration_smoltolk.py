@@ -48,7 +48,7 @@ _BASELINE_SWITCHES: dict[str, Any] = dict(
     entropy_beta=0.0,
 )
 # `pooling_norm` values: "none" is the authors' architecture (raw layer outputs pooled, nothing normalised);
-# "rmsnorm" gives every pooled layer output its own RMSNorm (docs/diagnosis.md, issue 11).
+# "rmsnorm" RMS-normalises every pooled layer output and gives the pooled state one gain (docs/diagnosis.md, issue 11).
 POOLING_NORMS = ("none", "rmsnorm")
 # What new models get (`from_text_model`, the smoltolk presets). The config class itself defaults to "none", so a
 # config.json saved before the field existed loads with the architecture it was trained with.
@@ -167,10 +167,10 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
         pooling_norm (`str`, defaults to `"none"`):
             Normalisation of the pooled layer outputs (needs `use_layer_pooling`). `"none"`: the authors'
             architecture, the raw backbone layer outputs (the last one after the final norm) are pooled. `"rmsnorm"`:
-            each of the `num_hidden_layers` pooled outputs goes through its own RMSNorm (weight initialised to 1)
-            first, so the selector and the speech head start from unit-scale inputs whatever the backbone's
-            activation scale. New models (`SmolTolkForCausalLM.from_text_model`, the `smoltolk-*` presets) get
-            `"rmsnorm"`; the class default `"none"` keeps configs saved without this field (and the authors'
+            each of the `num_hidden_layers` pooled outputs is divided by its root mean square (per position, as
+            RMSNorm does) before pooling, and the pooled state gets one learnable gain (initialised to 1), so the
+            selector and the speech head start from unit-scale inputs whatever the backbone's activation scale. New
+            models (`SmolTolkForCausalLM.from_text_model`, the `smoltolk-*` presets) get `"rmsnorm"`; the class default `"none"` keeps configs saved without this field (and the authors'
             converted checkpoints) on the architecture they were trained with.
 
     The config is strict: an unknown field (a keyword argument, a key of config.json or of the training YAML's model

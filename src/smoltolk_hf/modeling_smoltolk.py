@@ -25,7 +25,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationMixin
@@ -37,7 +36,6 @@ from transformers.models.llama.modeling_llama import (
     LlamaForCausalLM,
     LlamaModel,
     LlamaPreTrainedModel,
-    LlamaRMSNorm,
 )
 from transformers.utils import logging
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
@@ -161,9 +159,11 @@ class SmolTolkLayerPooling(nn.Module):
     Softmax-weighted average of the backbone layer outputs (paper Eqs. 3-4): static weights `phi` give `c'`; the
     selector `S` (a linear layer `d -> L`) reads `c'` and gives input-dependent weights `omega` for the final average.
 
-    With `config.pooling_norm == "rmsnorm"` each layer output first goes through its own RMSNorm: the raw residual
-    states of a pretrained LM are large (RMS 2-40, ~1000 at an attention-sink position), which without it makes the
-    selector's softmax near one-hot and the speech logits far from uniform at init (docs/diagnosis.md).
+    With `config.pooling_norm == "rmsnorm"` each layer output is divided by its root mean square (per position, as
+    RMSNorm does) before the averages, and the pooled state gets one learnable gain: the raw residual states of a
+    pretrained LM are large (RMS 2-40, ~1000 at an attention-sink position), which without it makes the selector's
+    softmax near one-hot and the speech logits far from uniform at init (docs/diagnosis.md). The scales enter the
+    averaging weights (`omega_l / rms_l`), so no normalised copy of the layer stack is made.
     """
 
     def __init__(self, config: SmolTolkConfig):
@@ -172,24 +172,27 @@ class SmolTolkLayerPooling(nn.Module):
         self.selector = (
             nn.Linear(config.hidden_size, config.num_hidden_layers, bias=True) if config.use_dynamic_pooling else None
         )
-        self.layer_norms = (
-            nn.ModuleList(
-                LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps) for _ in range(config.num_hidden_layers)
-            )
-            if config.pooling_norm == "rmsnorm"
-            else None
-        )
+        self.norm_weight = nn.Parameter(torch.ones(config.hidden_size)) if config.pooling_norm == "rmsnorm" else None
+        self.eps = config.rms_norm_eps
+
+    def _inverse_rms(self, layer_states: list[torch.Tensor]) -> torch.Tensor:
+        """`(batch, seq, L)` float32 `1 / sqrt(mean(c^2) + eps)` of each layer output at each position."""
+        hidden_size = layer_states[0].shape[-1]
+        squares = [torch.linalg.vector_norm(state, dim=-1, dtype=torch.float32).square() for state in layer_states]
+        return torch.rsqrt(torch.stack(squares, dim=-1) / hidden_size + self.eps)
 
     def forward(self, layer_states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.layer_norms is not None:
-            layer_states = [norm(state) for norm, state in zip(self.layer_norms, layer_states)]
         stacked = torch.stack(layer_states, dim=-2)  # (batch, seq, L, d)
-        phi = self.static_weights.float().softmax(-1).to(stacked.dtype)  # (L,)
-        static_pooled = torch.einsum("btld,l->btd", stacked, phi)  # c'
-        if self.selector is None:
-            return static_pooled, None
-        omega = self.selector(static_pooled).float().softmax(-1)  # (batch, seq, L)
-        pooled = torch.einsum("btld,btl->btd", stacked, omega.to(stacked.dtype))  # c-bar
+        scales = self._inverse_rms(layer_states) if self.norm_weight is not None else 1.0  # (batch, seq, L)
+        phi = self.static_weights.float().softmax(-1)  # (L,)
+        static_weights = (phi * scales).expand(stacked.shape[:-1]).to(stacked.dtype)  # (batch, seq, L)
+        pooled = torch.einsum("btld,btl->btd", stacked, static_weights)  # c'
+        omega = None
+        if self.selector is not None:
+            omega = self.selector(pooled).float().softmax(-1)  # (batch, seq, L)
+            pooled = torch.einsum("btld,btl->btd", stacked, (omega * scales).to(stacked.dtype))  # c-bar
+        if self.norm_weight is not None:
+            pooled = pooled * self.norm_weight
         return pooled, omega
 
 
@@ -207,6 +210,8 @@ class SmolTolkPreTrainedModel(LlamaPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, SmolTolkLayerPooling):
             init.normal_(module.static_weights, mean=0.0, std=0.01)
+            if module.norm_weight is not None:
+                init.ones_(module.norm_weight)
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any):
@@ -575,11 +580,7 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
 
         # 3. Speech path: layer pooling, raw-embedding residual, output adapter.
         omega = None
-        if self.layer_pooling is not None and torch.is_grad_enabled():
-            # Recomputed in backward instead of keeping its own saved tensors (per-layer norms, stacked states: 85 MiB
-            # for SmolTolk-150M at 1x512): its inputs, the layer outputs, are kept for the backbone's backward anyway.
-            speech_state, omega = checkpoint(self.layer_pooling, layer_states, use_reentrant=False)
-        elif self.layer_pooling is not None:
+        if self.layer_pooling is not None:
             speech_state, omega = self.layer_pooling(layer_states)
         else:
             speech_state = text_state
