@@ -26,7 +26,7 @@ from transformers import TrainerCallback
 from smoltolk_hf.modeling_smoltolk import SmolTolkForCausalLM
 from smoltolk_hf.training import TwoStageSchedule, build_trainer, cli_train, parameter_groups, run_training
 from smoltolk_hf.training.callback import STATE_NAME
-from smoltolk_hf.training.optim import PAPER_BATCH_TOKENS, parameter_role, sqrt_batch_factor
+from smoltolk_hf.training.optim import PAPER_BATCH_TOKENS, parameter_role, sqrt_batch_factor, stage1_peak_factor
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +117,31 @@ def test_square_root_batch_rule():
         sqrt_batch_factor(0)
 
 
+def test_stage1_peak_rule():
+    """The speech parts' stage-1 peak: the paper's 10x at its batch, scaled by the square-root rule, floored at 1."""
+    assert stage1_peak_factor(PAPER_BATCH_TOKENS) == 10.0
+    assert stage1_peak_factor(64 * 2048) == pytest.approx(10 * math.sqrt(1 / 8))  # one GPU, the 150M config
+    assert stage1_peak_factor(2 * 128) == stage1_peak_factor(10_000) == 1.0  # the demo; the floor
+    assert stage1_peak_factor(4 * PAPER_BATCH_TOKENS) == 10.0
+    # Built by hand and left unset: the paper's peak.
+    schedule = TwoStageSchedule(stage1_steps=10, warmup_steps=2)
+    assert schedule.peak_factor is None and schedule.lr_factor("speech", 1) == 10.0
+    with pytest.raises(ValueError, match="peak_factor"):
+        TwoStageSchedule(peak_factor=0.0)
+
+
 def test_build_trainer_sets_the_backbone_rate_by_the_batch(assets, tmp_path):
-    """Unset, the stage-2 backbone factor follows the square-root rule for context x batch x accumulation;
-    set in the YAML, it is kept."""
+    """Unset, the stage-2 backbone factor and the stage-1 speech peak follow the square-root rule for context x batch
+    x accumulation (the peak floored at 1); set in the YAML, they are kept."""
     config = tiny_training_config(assets, str(tmp_path), gradient_accumulation_steps=3)
     trainer = build_trainer(config)
     tokens = 64 * BATCH * 3
     assert trainer.schedule.backbone_factor == pytest.approx(math.sqrt(tokens / PAPER_BATCH_TOKENS))
+    assert trainer.schedule.peak_factor == 10.0  # set in the YAML: kept
     config["stages"]["backbone_factor"] = 1
-    assert build_trainer(config).schedule.backbone_factor == 1.0
+    del config["stages"]["peak_factor"]
+    trainer = build_trainer(config)
+    assert trainer.schedule.backbone_factor == 1.0 and trainer.schedule.peak_factor == 1.0  # unset: the floored rule
 
 
 def test_stage1_freezes_the_backbone_bit_for_bit_and_stage2_trains_it(two_stage_run):

@@ -11,8 +11,15 @@
 """
 
 from .callback import TwoStageCallback
-from .optim import TwoStageSchedule, parameter_groups, parameter_role, sqrt_batch_factor, two_stage_scheduler
 from .config import TrainConfig, load_config
+from .optim import (
+    TwoStageSchedule,
+    parameter_groups,
+    parameter_role,
+    sqrt_batch_factor,
+    stage1_peak_factor,
+    two_stage_scheduler,
+)
 from .train import build_trainer, cli_train, run_training
 from .trainer import SmolTolkTrainer, mixture_stream
 
@@ -29,5 +36,6 @@ __all__ = [
     "parameter_role",
     "run_training",
     "sqrt_batch_factor",
+    "stage1_peak_factor",
     "two_stage_scheduler",
 ]

@@ -97,7 +97,7 @@ class TwoStageCallback(TrainerCallback):
         if state.global_step < self.schedule.stage1_steps:
             logger.info(
                 f"Stage 1 until step {self.schedule.stage1_steps}: backbone frozen, interleaved data only, speech "
-                f"parameters at up to {self.schedule.peak_factor:g}x the base learning rate."
+                f"parameters at up to {self.schedule.speech_peak_factor:g}x the base learning rate."
             )
 
     def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):

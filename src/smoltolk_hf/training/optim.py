@@ -5,7 +5,7 @@ Every parameter has one *role*, read from its name:
 | role       | parameters                                                         | stage 1                  | stage 2  |
 |------------|--------------------------------------------------------------------|--------------------------|----------|
 | `backbone` | `model.layers`, `model.norm`, `model.embed_tokens` (+ tied `lm_head`) | frozen                   | base rate |
-| `speech`   | input/output adapters, speech embeddings, marker embeddings        | trapezoid, peak 10x base | base rate |
+| `speech`   | input/output adapters, speech embeddings, marker embeddings        | trapezoid, peak <= 10x   | base rate |
 | `pooling`  | `model.layer_pooling` (`phi`, selector `S`)                        | base rate                | base rate |
 
 Each role is split into a weight-decayed group (matrices, `ndim >= 2`) and an undecayed one (norms, biases,
@@ -88,12 +88,15 @@ class TwoStageSchedule:
     `backbone_factor=None` (the default) means the square-root rule for the run's batch: `build_trainer` (and so
     `smoltolk train`) sets it to `sqrt_batch_factor(tokens per optimizer step)`, which is 1 at the paper's batch and
     below it for smaller batches, so that small-batch runs keep the text LM (docs/training.md). A schedule built by
-    hand and left at None uses 1.
+    hand and left at None uses 1. `peak_factor=None` (the default) is the same rule for the stage-1 peak of the
+    speech parts, floored at the base rate: `build_trainer` sets it to `stage1_peak_factor(tokens per optimizer
+    step)`, 10 at the paper's batch, 1 at a small one (the paper's 10x makes small-batch runs diverge,
+    docs/training.md); a schedule built by hand and left at None uses 10.
     """
 
     stage1_steps: int = 1000
     warmup_steps: int = 100
-    peak_factor: float = 10.0
+    peak_factor: float | None = None
     decay_fraction: float = 0.2
     backbone_factor: float | None = None
     stage2_warmup_steps: int = 0
@@ -105,7 +108,7 @@ class TwoStageSchedule:
             )
         if self.stage1_steps and self.warmup_steps > self.stage1_steps:
             raise ValueError(f"warmup_steps={self.warmup_steps} exceeds stage1_steps={self.stage1_steps}.")
-        if self.peak_factor <= 0 or not 0 < self.decay_fraction <= 1:
+        if (self.peak_factor is not None and self.peak_factor <= 0) or not 0 < self.decay_fraction <= 1:
             raise ValueError(
                 f"peak_factor must be > 0 and decay_fraction in (0, 1], got {self.peak_factor}, {self.decay_fraction}."
             )
@@ -115,6 +118,11 @@ class TwoStageSchedule:
             )
         if self.stage2_warmup_steps < 0:
             raise ValueError(f"stage2_warmup_steps must be >= 0, got {self.stage2_warmup_steps}.")
+
+    @property
+    def speech_peak_factor(self) -> float:
+        """The stage-1 peak of the speech parts (`peak_factor`, the paper's 10 when unset)."""
+        return PAPER_PEAK_FACTOR if self.peak_factor is None else self.peak_factor
 
     @property
     def decay_steps(self) -> int:
@@ -138,9 +146,11 @@ class TwoStageSchedule:
             return 0.0
         warm_up = (step + 1) / self.warmup_steps if self.warmup_steps else 1.0
         decay = (self.stage1_steps - step) / self.decay_steps
-        return self.peak_factor * min(1.0, warm_up, decay)
+        return self.speech_peak_factor * min(1.0, warm_up, decay)
 
 
+# The paper's stage-1 peak of the speech parts, a multiple of the base rate (section 4.1).
+PAPER_PEAK_FACTOR = 10.0
 # Tokens per optimizer step of the paper's recipe (section 4.1: "a batch size of 1 million tokens"), as the example
 # configs read it: 512 sequences of 2048.
 PAPER_BATCH_TOKENS = 512 * 2048
@@ -153,6 +163,13 @@ def sqrt_batch_factor(tokens_per_step: int, reference_tokens: int = PAPER_BATCH_
     if tokens_per_step <= 0:
         raise ValueError(f"tokens_per_step must be > 0, got {tokens_per_step}.")
     return min(1.0, math.sqrt(tokens_per_step / reference_tokens))
+
+
+def stage1_peak_factor(tokens_per_step: int, reference_tokens: int = PAPER_BATCH_TOKENS) -> float:
+    """The stage-1 peak of the speech parts for a batch of `tokens_per_step`: the paper's 10x scaled by the
+    square-root rule (`sqrt_batch_factor`) but never below 1, the rate those parts take in stage 2 anyway: 10 at the
+    paper's batch, 3.5 at 64 x 2048 tokens, 1 below about 10,000 tokens per step (docs/training.md)."""
+    return max(1.0, PAPER_PEAK_FACTOR * sqrt_batch_factor(tokens_per_step, reference_tokens))
 
 
 def two_stage_scheduler(optimizer: torch.optim.Optimizer, schedule: TwoStageSchedule) -> LambdaLR:

@@ -51,7 +51,7 @@ from ..tokenization_speech import SpeechTokenizer
 from .callback import total_train_batch_size
 from .checkpoints import check_output_dir, remove_checkpoints
 from .config import DataSection, DatasetEntry, ModelSection, TrainConfig, load_config, parse_overrides
-from .optim import sqrt_batch_factor
+from .optim import sqrt_batch_factor, stage1_peak_factor
 from .trainer import SmolTolkTrainer, dispatches_batches, mixture_stream
 
 logger = logging.get_logger(__name__)
@@ -231,12 +231,20 @@ def build_trainer(
     config = load_config(config, overrides)
     args = training_arguments(config.training)
     schedule = config.stages
+    tokens_per_step = config.data.context_length * total_train_batch_size(args)
     if schedule.backbone_factor is None:
-        tokens_per_step = config.data.context_length * total_train_batch_size(args)
         schedule = dataclasses.replace(schedule, backbone_factor=sqrt_batch_factor(tokens_per_step))
         logger.info(
             "Stage 2 backbone learning rate: %.3g x the base rate (square-root rule, %d tokens per optimizer step).",
             schedule.backbone_factor,
+            tokens_per_step,
+        )
+    if schedule.peak_factor is None:
+        schedule = dataclasses.replace(schedule, peak_factor=stage1_peak_factor(tokens_per_step))
+        logger.info(
+            "Stage 1 speech peak learning rate: %.3g x the base rate (square-root rule floored at 1, %d tokens per "
+            "optimizer step).",
+            schedule.peak_factor,
             tokens_per_step,
         )
     set_seed(args.seed)  # the fresh speech parameters are initialised here, before the Trainer seeds
