@@ -406,6 +406,33 @@ def test_left_padded_batch_matches_one_by_one():
         assert torch.equal(got, alone), (row, got, alone)
 
 
+def test_input_adapter_packed_path_matches_the_full_path(tiny_smoltolk):
+    """Without a cache the input adapter runs on the speech positions only, packed across rows and spans; with a
+    cache it runs on every position with a per-span mask. Both give the same states at every real position (left
+    padding and speech spans at different places in each row included)."""
+    model, cfg = tiny_smoltolk, tiny_smoltolk.config
+    ids = mixed_ids(cfg, batch=3)
+    ids[2, :4] = cfg.pad_token_id
+    mask = torch.ones_like(ids)
+    mask[2, :4] = 0
+    with torch.no_grad():
+        packed = model.model(ids, attention_mask=mask, use_cache=False)
+        full = model.model(ids, attention_mask=mask, use_cache=True)
+    real = mask.bool()
+    for name in ("last_hidden_state", "speech_hidden_state"):
+        torch.testing.assert_close(getattr(packed, name)[real], getattr(full, name)[real], rtol=1e-5, atol=1e-5)
+    # Text positions pass the adapter unchanged; speech positions do not.
+    z, positions = model.model.embed(ids), torch.arange(ids.shape[1])[None]
+    with torch.no_grad():
+        adapted = model.model.input_adapter(
+            z, ids >= cfg.speech_token_offset, mask, None, 0, None, position_ids=positions,
+            position_embeddings=model.model.rotary_emb(z, positions), use_cache=False,
+        )  # fmt: skip
+    text = ids < cfg.speech_token_offset
+    assert torch.equal(adapted[text], z[text])
+    assert not torch.allclose(adapted[~text & real], z[~text & real])
+
+
 def test_speech_generation_stops_at_speech_eos(tiny_smoltolk):
     model, cfg = tiny_smoltolk, tiny_smoltolk.config
     with torch.no_grad():  # make eos the only sensible speech continuation
@@ -473,8 +500,11 @@ def test_labels_must_match_inputs(tiny_smoltolk):
     ids = torch.ones(2, 8, dtype=torch.long)
     with pytest.raises(ValueError, match="labels must have the shape of input_ids"):
         tiny_smoltolk(ids, labels=ids[:, :-1])
-    with pytest.raises(ValueError, match="labels must be joint ids"):
-        tiny_smoltolk(ids, labels=torch.full_like(ids, 999))
+    for bad in (999, -5, -101):  # above the joint vocabulary, negative but not the ignore index -100
+        labels = ids.clone()
+        labels[0, 3] = bad
+        with pytest.raises(ValueError, match=rf"labels must be joint ids .* or -100; got {bad}"):
+            tiny_smoltolk(ids, labels=labels)
 
 
 def test_prepared_4d_mask_rejected(tiny_smoltolk):

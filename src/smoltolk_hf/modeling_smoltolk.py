@@ -318,7 +318,8 @@ class SmolTolkInputAdapter(nn.ModuleList):
     - its per-span causal mask;
     - its cache slots: layer indices `num_hidden_layers .. num_hidden_layers + n - 1` of the model's cache (see
       `SmolTolkConfig.get_text_config`);
-    - placeholder cache entries for chunks without speech, whose adapter outputs would all be discarded.
+    - placeholder cache entries for chunks without speech, whose adapter outputs would all be discarded;
+    - without a cache (training, scoring), a packed path that runs the layers on the speech positions only.
 
     The layers are the items of the list, so their weights keep the names `model.input_adapter.N.*`.
     """
@@ -374,6 +375,11 @@ class SmolTolkInputAdapter(nn.ModuleList):
                     cache.update(placeholder, placeholder, layer.self_attn.layer_idx)
             return z
 
+        if cache is None and not torch.compiler.is_compiling():
+            keep = is_speech if attention_mask is None else is_speech & attention_mask.bool()
+            if bool(keep.any()):
+                return self._forward_packed(z, keep, layer_kwargs)
+
         starts = _span_starts(is_speech, past_length, speech_span_start)  # (batch, seq), absolute indices
 
         def within_speech_span(batch_idx, head_idx, q_idx, kv_idx):
@@ -392,6 +398,42 @@ class SmolTolkInputAdapter(nn.ModuleList):
         for layer in self:
             adapted = layer(adapted, attention_mask=span_mask, **{_LAYER_CACHE_ARG: cache}, **layer_kwargs)
         return torch.where(is_speech[..., None], adapted, z)
+
+    def _forward_packed(self, z: torch.Tensor, keep: torch.Tensor, layer_kwargs: dict[str, Any]) -> torch.Tensor:
+        """
+        The path without a cache (training, scoring): only the `keep` positions `(batch, seq)` (speech, not padding)
+        go through the layers, packed into one sequence `(1, n, d)` in which every speech span of the batch attends
+        within itself, with its global rotary positions. Text positions, which the adapter leaves unchanged, cost
+        nothing, and the result at speech positions is the full path's.
+        """
+        batch, seq = keep.shape
+        rows, cols = keep.nonzero(as_tuple=True)  # (n,) each, row-major: every span stays contiguous
+        span_start = _span_starts(keep, 0, None)[rows, cols]  # (n,) where each position's span begins in its row
+        new_span = torch.ones_like(rows, dtype=torch.bool)
+        new_span[1:] = (rows[1:] != rows[:-1]) | (span_start[1:] != span_start[:-1])
+        packed_index = torch.arange(rows.shape[0], device=z.device)
+        packed_start = torch.where(new_span, packed_index, 0).cummax(dim=0).values  # (n,) in packed indices
+
+        def within_packed_span(batch_idx, head_idx, q_idx, kv_idx):
+            return kv_idx >= packed_start[q_idx]
+
+        packed = z[rows, cols].unsqueeze(0)  # (1, n, d)
+        kwargs = dict(layer_kwargs)
+        kwargs["position_ids"] = layer_kwargs["position_ids"].expand(batch, seq)[rows, cols].unsqueeze(0)
+        kwargs["position_embeddings"] = tuple(
+            table.expand(batch, seq, -1)[rows, cols].unsqueeze(0) for table in layer_kwargs["position_embeddings"]
+        )
+        self._sync_attention_implementation()
+        mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=packed,
+            attention_mask=None,
+            and_mask_function=within_packed_span,
+            **{_MASK_CACHE_ARG: None},
+        )
+        for layer in self:
+            packed = layer(packed, attention_mask=mask, **{_LAYER_CACHE_ARG: None}, **kwargs)
+        return z.index_put((rows, cols), packed[0])
 
 
 class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
@@ -695,10 +737,14 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
                 f"labels must have the shape of input_ids, got {tuple(labels.shape)} and "
                 f"{None if input_ids is None else tuple(input_ids.shape)}; pass labels unshifted (the model shifts)."
             )
-        if not torch.compiler.is_compiling() and bool(
-            ((labels < -100) | (labels >= self.config.joint_vocab_size)).any()
-        ):
-            raise ValueError(f"labels must be joint ids in [0, {self.config.joint_vocab_size}) or -100.")
+        if torch.compiler.is_compiling():
+            return
+        bad = ((labels < 0) & (labels != -100)) | (labels >= self.config.joint_vocab_size)
+        if bool(bad.any()):
+            raise ValueError(
+                f"labels must be joint ids in [0, {self.config.joint_vocab_size}) or -100; got {int(labels[bad][0])}. "
+                "Use -100 for positions that are not scored."
+            )
 
     def check_inputs(
         self,
