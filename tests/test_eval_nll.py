@@ -15,17 +15,23 @@ from smoltolk_hf.evaluation.scoring import token_log_probs
 UTTERANCES = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
 
 
-def test_utterance_nll_is_the_mean_unit_log_prob_and_windows():
+@pytest.mark.parametrize("protocol", ["authors", "package"])
+def test_utterance_nll_is_the_mean_unit_log_prob_and_windows(protocol):
+    """Each utterance alone, opened by the speech end token (authors' nll_eval.py) or by <|speech|> (package)."""
     model, processor = tiny_eval_model()
     utterances = UTTERANCES[:2]
-    result = speech_nll(model, processor, utterances)
-    log_probs = token_log_probs(model, [processor(units=u)["input_ids"] for u in utterances])
+    result = speech_nll(model, processor, utterances, protocol=protocol)
+    opening = processor.speech_eos_id if protocol == "authors" else processor.speech_marker_id
+    sequences = [[opening] + [processor.speech_token_offset + u for u in units] for units in utterances]
+    log_probs = token_log_probs(model, sequences)
     assert result["nll"] == pytest.approx(-float(np.mean(np.concatenate([lp.numpy() for lp in log_probs]))), abs=1e-5)
     assert result["num_targets"] == 7 and result["num_utterances"] == 2
-    assert (result["mode"], result["include_eos"]) == ("utterance", False)
-    windowed = speech_nll(model, processor, utterances, max_length=3)  # <|speech|> + 2 units per window
+    assert (result["mode"], result["include_eos"], result["protocol"]) == ("utterance", False, protocol)
+    windowed = speech_nll(model, processor, utterances, max_length=3, protocol=protocol)  # opening + 2 units
     assert windowed["num_targets"] == 7 and windowed["max_length"] == 3
-    assert speech_nll(model, processor, utterances, include_eos=True)["num_targets"] == 9
+    assert speech_nll(model, processor, utterances, include_eos=True, protocol=protocol)["num_targets"] == 9
+    other = speech_nll(model, processor, utterances, protocol="package" if protocol == "authors" else "authors")
+    assert other["nll"] != pytest.approx(result["nll"], abs=1e-4)  # the opening token matters
 
 
 class _StartAtZero:
@@ -66,6 +72,8 @@ def test_nll_refuses_bad_options():
     model, processor = tiny_eval_model()
     with pytest.raises(ValueError, match="mode must be one of"):
         speech_nll(model, processor, UTTERANCES, mode="windows")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        speech_nll(model, processor, UTTERANCES, protocol="paper")
     with pytest.raises(ValueError, match="scores the end tokens"):
         speech_nll(model, processor, UTTERANCES, mode="packed", include_eos=False)
     with pytest.raises(ValueError, match="no utterances"):

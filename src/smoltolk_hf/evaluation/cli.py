@@ -185,7 +185,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         from .nll import speech_nll
 
         units = load_from_disk(args.speech_nll)["units"]
-        nll = speech_nll(model, processor, units, args.batch_size, args.nll_max_length, mode=args.nll_mode)
+        nll = speech_nll(
+            model, processor, units, args.batch_size, args.nll_max_length, mode=args.nll_mode, protocol=args.protocol
+        )
         result["speech_nll"] = nll["nll"]
         result["details"]["speech_nll"] = nll
     if args.segmentation:

@@ -8,8 +8,10 @@ Two modes:
   instead of at random starts). Every unit and end token is a target, context runs across utterances inside a
   window, and the number is the speech part of the model's own loss (`speech_loss`), summed over windows and divided
   by the targets.
-- `"utterance"`: each utterance alone as `<|speech|> u_1 ... u_n`, every unit scored from its own utterance's left
-  context; the end token is not scored unless `include_eos=True` (as the authors' `nll_eval.py` scores sequences).
+- `"utterance"`: each utterance alone, every unit scored from its own utterance's left context; the end token is not
+  scored unless `include_eos=True`. Under `protocol="authors"` (the default) the utterance opens with the speech end
+  token as BOS, as the authors' `nll_eval.py` scores sequences (`<end> u_1 ... u_n`: the token that precedes an
+  utterance in a packed training stream); under `protocol="package"` with `<|speech|>`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 
 from .batching import padded_batches
-from .scoring import token_log_probs
+from .scoring import PROTOCOLS, token_log_probs
 
 NLL_MODES = ("packed", "utterance")
 
@@ -34,6 +36,7 @@ def speech_nll(
     max_length: int | None = None,
     include_eos: bool | None = None,
     mode: Literal["packed", "utterance"] = "utterance",
+    protocol: Literal["authors", "package"] = "authors",
 ) -> dict[str, Any]:
     """Mean negative log-likelihood (nats) per scored speech token over utterances of deduplicated units.
 
@@ -45,13 +48,17 @@ def speech_nll(
         include_eos: score the speech end token. `"packed"` always does (as training); `"utterance"` does not by
             default.
         mode: `"packed"` (the training loss, Figure 2) or `"utterance"` (see the module docstring).
+        protocol: how `"utterance"` mode opens each utterance (window): `"authors"` with the speech end token,
+            `"package"` with `<|speech|>`. Not used by `"packed"` mode, whose windows are the training samples.
 
     Returns:
         `{"nll", "num_targets" (scored tokens), "num_utterances", "mode", "max_length", "include_eos"}`, plus
-        `"num_windows"` in `"packed"` mode.
+        `"protocol"` in `"utterance"` mode and `"num_windows"` in `"packed"` mode.
     """
     if mode not in NLL_MODES:
         raise ValueError(f"mode must be one of {NLL_MODES}, got {mode!r}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     max_length = max_length or model.config.max_position_embeddings
     if max_length < 2:
         raise ValueError(f"max_length={max_length} leaves no room for a unit after <|speech|>")
@@ -66,8 +73,9 @@ def speech_nll(
         include_eos = True
     else:
         include_eos = bool(include_eos)
-        total, count = _utterance_nll(model, processor, utterances, batch_size, max_length, include_eos)
-        extra = {}
+        opening = processor.speech_eos_id if protocol == "authors" else processor.speech_marker_id
+        total, count = _utterance_nll(model, processor, utterances, batch_size, max_length, include_eos, opening)
+        extra = {"protocol": protocol}
     return {
         "nll": total / count,
         "num_targets": count,
@@ -80,16 +88,22 @@ def speech_nll(
 
 
 def _utterance_nll(
-    model: Any, processor: Any, utterances: list[list[int]], batch_size: int, max_length: int, include_eos: bool
+    model: Any,
+    processor: Any,
+    utterances: list[list[int]],
+    batch_size: int,
+    max_length: int,
+    include_eos: bool,
+    opening: int,
 ) -> tuple[float, int]:
-    """Summed NLL and count of the speech targets of each utterance scored alone (`"utterance"` mode)."""
+    """Summed NLL and count of the speech targets of each utterance scored alone (`"utterance"` mode), every window
+    opened by the id `opening`."""
     sequences = []
     for utterance in utterances:
         ids = processor(units=utterance, add_eos=include_eos)["input_ids"]
-        split = ids.index(processor.speech_marker_id) + 1
-        prefix, body = ids[:split], ids[split:]
-        window = max_length - len(prefix)
-        sequences += [prefix + body[i : i + window] for i in range(0, len(body), window)]
+        body = ids[ids.index(processor.speech_marker_id) + 1 :]
+        window = max_length - 1
+        sequences += [[opening] + body[i : i + window] for i in range(0, len(body), window)]
     total, count = 0.0, 0
     scored = token_log_probs(model, sequences, batch_size, processor.pad_token_id, desc="speech NLL (utterances)")
     for ids, log_probs in zip(sequences, scored):
