@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--stage1-steps", type=int, default=10)
     parser.add_argument("--warmup-steps", type=int, default=5)
-    parser.add_argument("--peak-factor", type=float, default=10.0)
+    parser.add_argument("--peak-factor", type=float, help="default: unset, the batch rule (docs/training.md)")
     parser.add_argument("--stages", action="append", default=[], help="KEY=VALUE for any other stages: field")
     parser.add_argument("--lr", type=float, default=3e-4, help="base learning rate")
     parser.add_argument("--batch", type=int, default=2)
@@ -86,7 +86,9 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     t0 = time.time()
-    stages = {"stage1_steps": args.stage1_steps, "warmup_steps": args.warmup_steps, "peak_factor": args.peak_factor}
+    stages = {"stage1_steps": args.stage1_steps, "warmup_steps": args.warmup_steps}
+    if args.peak_factor is not None:
+        stages["peak_factor"] = args.peak_factor
     stages.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.stages)})
     corpus = {name: os.path.join(args.corpus, name) for name in ("units", "text", "speech_tokenizer")}
     output_dir = os.path.join(root, "outputs", "speech_rate")

@@ -134,10 +134,11 @@ def training_config(
             "speech": [{"path": data["units"]}],
             "text": [{"path": data["text"]}],
         },
-        # Stage 2 warms up; the backbone's rate follows the square-root batch rule (docs/training.md).
+        # Stage 1 warms up over its first 10% as the paper's (100 of 1000 steps); the speech peak and the stage-2
+        # backbone rate follow the square-root batch rules (docs/training.md); stage 2 warms up.
         "stages": {
             "stage1_steps": stage1_steps,
-            "warmup_steps": max(1, stage1_steps // 2),
+            "warmup_steps": max(1, stage1_steps // 10),
             "stage2_warmup_steps": max(1, stage2_steps // 4),
         },
         "training": {
@@ -157,7 +158,7 @@ def run_demo_training(
     heldout_utterances: int = 12,
     context_length: int = 128,
     batch_size: int = 2,
-    stage1_steps: int = 10,
+    stage1_steps: int = 40,
     stage2_steps: int = 20,
     seed: int = 0,
 ) -> dict[str, Any]:
