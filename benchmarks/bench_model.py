@@ -2,12 +2,12 @@
 
 SmolLM-135M architecture, bf16, CPU, random weights:
 - a training step (forward, backward, AdamW step) on 1 x 512 tokens (interleaved text-speech for SmolTolk and the
-  baseline, text for Llama), timed round-robin across the models;
+  baseline, text for Llama), timed round-robin across the models, in total and by phase;
 - greedy generation with the KV cache (32-token prompt, 64 new tokens), dynamic and static (`cache_implementation=
   "static"`), from a text prompt (all models) and from a speech prompt (speech models; ratio still against Llama's
   text generation with the same cache);
 - peak training memory: resident-memory increase of building the model and two training steps, each model in a
-  fresh process (torch's CPU allocator keeps no peak counter).
+  fresh process (torch's CPU allocator keeps no peak counter), median of `--memory-runs` processes per model.
 The optimizer is AdamW with `fused=True`, what the Trainer trains with (its default `optim="adamw_torch_fused"`).
 Reports medians and ratios against Llama.
 
@@ -99,13 +99,26 @@ def adamw(model) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
 
-def train_step(model, ids: torch.Tensor, optimizer: torch.optim.Optimizer, call=None) -> float:
-    """Seconds of one forward, backward and AdamW step (`call`: the model or a compiled version of it)."""
+PHASES = ("forward", "backward", "AdamW step")
+
+
+def train_step_phases(model, ids: torch.Tensor, optimizer: torch.optim.Optimizer, call=None) -> dict[str, float]:
+    """Seconds of the forward (with the loss), the backward and the AdamW step of one training step (`call`: the
+    model or a compiled version of it)."""
     start = time.perf_counter()
-    (model if call is None else call)(input_ids=ids, labels=ids).loss.backward()
+    loss = (model if call is None else call)(input_ids=ids, labels=ids).loss
+    forward_end = time.perf_counter()
+    loss.backward()
+    backward_end = time.perf_counter()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+    end = time.perf_counter()
+    return dict(zip(PHASES, (forward_end - start, backward_end - forward_end, end - backward_end)))
+
+
+def train_step(model, ids: torch.Tensor, optimizer: torch.optim.Optimizer, call=None) -> float:
+    """Seconds of one forward, backward and AdamW step."""
+    return sum(train_step_phases(model, ids, optimizer, call).values())
 
 
 def batch_for(name: str, config, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -133,14 +146,17 @@ def timings(names: list[str], steps: int, train: bool, generate: bool) -> dict[s
     results: dict[str, dict[str, float]] = {name: {} for name in names}
     if train:
         optimizers = {name: adamw(m) for name, m in models.items()}
-        step_times: dict[str, list[float]] = {name: [] for name in names}
+        step_phases: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for repetition in range(steps + 1):  # repetition 0 warms up
             for name, model in models.items():
-                elapsed = train_step(model, batch_for(name, model.config, SEQ_LEN, generator), optimizers[name])
+                ids = batch_for(name, model.config, SEQ_LEN, generator)
+                phases = train_step_phases(model, ids, optimizers[name])
                 if repetition:
-                    step_times[name].append(elapsed)
-        for name, t in step_times.items():
-            results[name]["train_step_s"] = statistics.median(t)
+                    step_phases[name].append(phases)
+        for name, runs in step_phases.items():
+            results[name]["train_step_s"] = statistics.median(sum(run.values()) for run in runs)
+            for phase in PHASES:
+                results[name][f"{phase}_s"] = statistics.median(run[phase] for run in runs)
     if not generate:
         return results
 
@@ -251,6 +267,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="where a training step's time goes instead")
     parser.add_argument("--compile", action="store_true", help="compiled vs eager training step instead")
     parser.add_argument("--models", nargs="+", default=["llama", "baseline-135m", "smoltolk-150m"])
+    parser.add_argument(
+        "--memory-runs", type=int, default=3, help="fresh processes per model for peak memory (median; alternating)"
+    )
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -290,20 +309,24 @@ def main() -> None:
     base = results["llama"]
     print(header.format("round-robin", os.getloadavg()[0]))
     if not args.generation_only:
-        peak_mb = {}
+        # The resident-memory peak of one process varies by tens of MiB (allocator timing): median of fresh runs.
+        runs: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(args.memory_runs):
+            for name in names:
+                command = [sys.executable, __file__, "--memory-worker", name, "--threads", str(args.threads)]
+                output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+                runs[name].append(json.loads(output.split()[-1]))
+        peak_mb = {name: statistics.median(r) for name, r in runs.items()}
+        phase_columns = " | ".join(f"{phase} (s) | ratio" for phase in PHASES)
+        print(f"| model | train step 1x512 (s) | ratio | {phase_columns} | peak train memory (MiB) | ratio |")
+        print("|---|---|---|" + "---|---|" * len(PHASES) + "---|---|")
         for name in names:
-            command = [sys.executable, __file__, "--memory-worker", name, "--threads", str(args.threads)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            peak_mb[name] = json.loads(output.split()[-1])
-        print("| model | train step 1x512 (s) | ratio | peak train memory (MiB) | ratio |")
-        print("|---|---|---|---|---|")
-        for name in names:
-            step = results[name]["train_step_s"]
-            print(
-                f"| {name} | {step:.2f} | {step / base['train_step_s']:.2f}x | {peak_mb[name]:.0f} | "
-                f"{peak_mb[name] / peak_mb['llama']:.2f}x |"
-            )
-        print()
+            cells = [f"{results[name][key]:.2f} | {results[name][key] / base[key]:.2f}x"
+                     for key in ["train_step_s"] + [f"{phase}_s" for phase in PHASES]]  # fmt: skip
+            memory = f"{peak_mb[name]:.0f} | {peak_mb[name] / peak_mb['llama']:.2f}x"
+            print(f"| {name} | {' | '.join(cells)} | {memory} |")
+        print(f"(peak memory: median of {args.memory_runs} fresh processes per model, each "
+              f"{', '.join(f'{name} {min(r):.0f}-{max(r):.0f}' for name, r in runs.items())} MiB)\n")  # fmt: skip
     if args.training_only:
         return
     print("| model | cache | text generate (tok/s) | ratio | speech generate (tok/s) | ratio |")
