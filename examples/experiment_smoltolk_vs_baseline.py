@@ -93,11 +93,16 @@ def train_and_evaluate(
     after = measure(model, processor, heldout["units"], args.context_length)
     report(f"{name} after training", after, unigram)
     evaluation = run_demo_evaluation(model, processor, heldout, out_dir, max_pairs=args.cloze_pairs)
-    log = [
-        {"step": e["step"], "speech_loss": e.get("speech_loss"), "text_loss": e.get("text_loss")}
-        for e in trainer.state.log_history
-        if "loss" in e and "step" in e
-    ]
+    entries = [e for e in trainer.state.log_history if "loss" in e and "step" in e]
+    # A step without targets of one modality logs that loss as 0: left out (None) rather than plotted as a fall.
+    log, seen = [], {"text": 0, "speech": 0}
+    for e in entries:
+        point = {"step": e["step"]}
+        for modality, before_step in seen.items():
+            now = e.get(f"{modality}_tokens_seen", before_step)
+            point[f"{modality}_loss"] = e.get(f"{modality}_loss") if now > before_step else None
+            seen[modality] = now
+        log.append(point)
     return {"before": before, "after": after, "evaluation": evaluation, "log": log, "train_seconds": train_seconds}
 
 
