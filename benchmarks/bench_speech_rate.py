@@ -73,12 +73,16 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--peak-factor", type=float, help="default: unset, the batch rule (docs/training.md)")
     parser.add_argument("--stages", action="append", default=[], help="KEY=VALUE for any other stages: field")
+    parser.add_argument("--override", action="append", default=[], help="KEY=VALUE for model.overrides (config)")
     parser.add_argument("--lr", type=float, default=3e-4, help="base learning rate")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--corpus", default="/work/main/outputs/demo", help="the demo's output folder")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--embedding-scale", type=float, help="multiply the speech embedding lookups by this (diagnosis only)"
+    )
     parser.add_argument(
         "--speech-table-std", type=float, help="re-initialise the (tied) speech table with this std (diagnosis only)"
     )
@@ -94,6 +98,7 @@ def main(argv=None) -> int:
     output_dir = os.path.join(root, "outputs", "speech_rate")
     config = training_config(corpus, output_dir, args.context, args.batch, args.stage1_steps, 0)
     config["stages"] = stages
+    config["model"]["overrides"] = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
     config["training"].update(
         max_steps=args.steps,
         learning_rate=args.lr,
@@ -102,6 +107,10 @@ def main(argv=None) -> int:
     )
     trainer = build_trainer(config)
     model, processor = trainer.model, trainer.processing_class
+    if args.embedding_scale is not None:
+        # Scales the speech table's lookups only (the input adapter's input and the raw-embedding residual added
+        # before the output adapter), not the tied speech head, which reads the table's weight directly.
+        model.model.speech_embed_tokens.register_forward_hook(lambda module, inputs, output: output * args.embedding_scale)
     if args.speech_table_std is not None:
         torch.nn.init.normal_(model.model.speech_embed_tokens.weight, std=args.speech_table_std)
     sizes = UpdateSizes(model)

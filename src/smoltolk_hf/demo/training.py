@@ -158,7 +158,7 @@ def run_demo_training(
     heldout_utterances: int = 12,
     context_length: int = 128,
     batch_size: int = 2,
-    stage1_steps: int = 40,
+    stage1_steps: int = 300,
     stage2_steps: int = 20,
     seed: int = 0,
 ) -> dict[str, Any]:
