@@ -23,7 +23,7 @@ from helpers import (
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM, SmolTolkModel
-from smoltolk_hf.configuration_smoltolk import NEW_MODEL_POOLING_NORM
+from smoltolk_hf.configuration_smoltolk import NEW_MODEL_POOLING_NORM, NEW_MODEL_SPEECH_EMBEDDING_SCALE
 from smoltolk_hf.modeling_smoltolk import _span_starts, trailing_speech_span_start
 from smoltolk_hf.summary import PAPER_TABLE5, count_parameters
 
@@ -48,6 +48,9 @@ def test_id_layout():
         (dict(pooling_norm="rms"), r"pooling_norm must be one of \['none', 'rmsnorm'\], got 'rms' \(did you mean"),
         (dict(pooling_norm=True), "pooling_norm must be a str"),
         (dict(use_layer_pooling=False, use_dynamic_pooling=False, pooling_norm="rmsnorm"), "Set pooling_norm='none'"),
+        (dict(speech_embedding_scale=0.0), "speech_embedding_scale must be a positive finite number"),
+        (dict(speech_embedding_scale=float("inf")), "speech_embedding_scale must be a positive finite number"),
+        (dict(speech_embedding_scale="10"), "speech_embedding_scale must be a float"),
     ],
 )
 def test_invalid_config_raises(overrides, message):
@@ -87,6 +90,33 @@ def test_pooling_norm_defaults_old_configs_vs_new_models(text_model):
     assert ablation.config.pooling_norm == "none"
     authors = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, pooling_norm="none")
     assert authors.model.layer_pooling.norm_weight is None
+
+
+def test_speech_embedding_scale_multiplies_the_lookups_not_the_head(text_model, tmp_path):
+    """New models (from_text_model, presets, baselines included) scale the speech lookups by 10; the tied head reads
+    the table itself; the class default and a config.json without the field keep the authors' 1.0."""
+    assert SmolTolkConfig(**TINY_BACKBONE).speech_embedding_scale == 1.0
+    for preset in ("smoltolk-150m", "baseline-135m"):
+        assert SmolTolkConfig.from_preset(preset).speech_embedding_scale == NEW_MODEL_SPEECH_EMBEDDING_SCALE == 10.0
+    model = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS).eval()
+    authors = SmolTolkForCausalLM.from_text_model(text_model, NUM_UNITS, speech_embedding_scale=1.0).eval()
+    authors.load_state_dict(model.state_dict())
+    cfg = model.config
+    ids = mixed_ids(cfg)
+    table = model.model.speech_embed_tokens.weight
+    is_speech = ids >= cfg.speech_token_offset
+    with torch.no_grad():
+        z, z_authors = model.model.embed(ids), authors.model.embed(ids)
+        assert torch.equal(z[is_speech], 10.0 * table[ids[is_speech] - cfg.speech_token_offset])
+        assert torch.equal(z[~is_speech], z_authors[~is_speech])
+        state = torch.randn(3, cfg.hidden_size)
+        assert torch.equal(model.speech_logits(state), authors.speech_logits(state))  # same head
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["speech_embedding_scale"] == 10.0
+    del saved["speech_embedding_scale"]  # a folder saved before the field existed
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert SmolTolkForCausalLM.from_pretrained(tmp_path).config.speech_embedding_scale == 1.0
 
 
 def test_config_saved_without_pooling_norm_loads_the_authors_architecture(text_model, tmp_path):

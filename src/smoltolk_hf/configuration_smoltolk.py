@@ -53,15 +53,20 @@ POOLING_NORMS = ("none", "rmsnorm")
 # What new models get (`from_text_model`, the smoltolk presets). The config class itself defaults to "none", so a
 # config.json saved before the field existed loads with the architecture it was trained with.
 NEW_MODEL_POOLING_NORM = "rmsnorm"
-_SMOLTOLK_SWITCHES: dict[str, Any] = dict(pooling_norm=NEW_MODEL_POOLING_NORM)
+# Multiplier of the speech-table lookups (the tied speech head reads the table unscaled). 1.0 is the authors'
+# architecture; new models get 10: fresh rows at std 0.02 are otherwise a sixth of the backbone's text embeddings
+# (RMS ~0.12), too small for the backbone to read the current unit (docs/training.md, issue 11).
+NEW_MODEL_SPEECH_EMBEDDING_SCALE = 10.0
+_NEW_MODEL_SWITCHES: dict[str, Any] = dict(speech_embedding_scale=NEW_MODEL_SPEECH_EMBEDDING_SCALE)
+_SMOLTOLK_SWITCHES: dict[str, Any] = dict(pooling_norm=NEW_MODEL_POOLING_NORM, **_NEW_MODEL_SWITCHES)
 # Paper section 4.1: RoPE base raised from 10,000 to 100,000; beta = 0.01 for the two larger models.
 PRESETS: dict[str, dict[str, Any]] = {
     "smoltolk-150m": dict(backbone="135m", rope_theta=100_000.0, entropy_beta=0.0, **_SMOLTOLK_SWITCHES),
     "smoltolk-400m": dict(backbone="360m", rope_theta=100_000.0, entropy_beta=0.01, **_SMOLTOLK_SWITCHES),
     "smoltolk-2b": dict(backbone="1.7b", rope_theta=100_000.0, entropy_beta=0.01, **_SMOLTOLK_SWITCHES),
-    "baseline-135m": dict(backbone="135m", rope_theta=100_000.0, **_BASELINE_SWITCHES),
-    "baseline-360m": dict(backbone="360m", rope_theta=100_000.0, **_BASELINE_SWITCHES),
-    "baseline-1.7b": dict(backbone="1.7b", rope_theta=100_000.0, **_BASELINE_SWITCHES),
+    "baseline-135m": dict(backbone="135m", rope_theta=100_000.0, **_BASELINE_SWITCHES, **_NEW_MODEL_SWITCHES),
+    "baseline-360m": dict(backbone="360m", rope_theta=100_000.0, **_BASELINE_SWITCHES, **_NEW_MODEL_SWITCHES),
+    "baseline-1.7b": dict(backbone="1.7b", rope_theta=100_000.0, **_BASELINE_SWITCHES, **_NEW_MODEL_SWITCHES),
 }
 
 
@@ -90,6 +95,7 @@ _SPEECH_FIELD_TYPES: dict[str, type] = {
     "use_speech_residual": bool,
     "entropy_beta": float,
     "pooling_norm": str,
+    "speech_embedding_scale": float,
 }
 
 
@@ -170,8 +176,15 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
             each of the `num_hidden_layers` pooled outputs is divided by its root mean square (per position, as
             RMSNorm does) before pooling, and the pooled state gets one learnable gain (initialised to 1), so the
             selector and the speech head start from unit-scale inputs whatever the backbone's activation scale. New
-            models (`SmolTolkForCausalLM.from_text_model`, the `smoltolk-*` presets) get `"rmsnorm"`; the class default `"none"` keeps configs saved without this field (and the authors'
-            converted checkpoints) on the architecture they were trained with.
+            models (`SmolTolkForCausalLM.from_text_model`, the `smoltolk-*` presets) get `"rmsnorm"`; the class
+            default `"none"` keeps configs saved without this field (and the authors' converted checkpoints) on the
+            architecture they were trained with.
+        speech_embedding_scale (`float`, defaults to 1.0):
+            Multiplier of the speech-table lookups at the input (the input adapter's input and the residual of
+            Eq. 5); the tied speech head reads the table unscaled. `1.0` is the authors' architecture. New models
+            (`from_text_model`, the presets, baselines included) get `NEW_MODEL_SPEECH_EMBEDDING_SCALE` (10): fresh
+            speech rows (std `initializer_range`, 0.02) are otherwise far smaller than the backbone's trained text
+            embeddings, and the backbone barely sees which unit it is reading.
 
     The config is strict: an unknown field (a keyword argument, a key of config.json or of the training YAML's model
     overrides) raises a `ValueError` that suggests the closest field, and the speech fields above are type-checked
@@ -191,6 +204,7 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
     use_speech_residual: bool = True
     entropy_beta: float = 0.0
     pooling_norm: str = "none"
+    speech_embedding_scale: float = 1.0
 
     def __post_init__(self, **kwargs):
         fields = type(self).__dataclass_fields__
@@ -245,6 +259,10 @@ class SmolTolkConfig(JointIdLayout, LlamaConfig):
             raise ValueError(
                 f"pooling_norm={self.pooling_norm!r} normalises the pooled layer outputs, but use_layer_pooling=False "
                 "(the speech head reads the last layer, already after the final norm). Set pooling_norm='none'."
+            )
+        if not 0 < self.speech_embedding_scale < float("inf"):
+            raise ValueError(
+                f"speech_embedding_scale must be a positive finite number, got {self.speech_embedding_scale}."
             )
         if self.entropy_beta < 0:
             raise ValueError(f"entropy_beta must be >= 0 (it weights an entropy bonus), got {self.entropy_beta}.")
@@ -313,6 +331,7 @@ __all__ = [
     "PRESETS",
     "POOLING_NORMS",
     "NEW_MODEL_POOLING_NORM",
+    "NEW_MODEL_SPEECH_EMBEDDING_SCALE",
     "shared_fields",
     "smollm_backbone_sizes",
 ]

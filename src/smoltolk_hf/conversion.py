@@ -197,6 +197,7 @@ def authors_config(
         "entropy_beta": entropy_beta,
         # The authors pool the raw layer outputs; set explicitly, whatever new models default to.
         "pooling_norm": "none",
+        "speech_embedding_scale": 1.0,
     }
     return SmolTolkConfig(**fields)
 

@@ -311,6 +311,8 @@ def model_card(
         pooling = "static multi-level pooling" if config.use_layer_pooling else "last layer only"
     if config.pooling_norm == "rmsnorm":
         pooling += " over RMS-normalised layer outputs"
+    if config.speech_embedding_scale != 1.0:
+        pooling += f"; speech embedding lookups scaled by {config.speech_embedding_scale:g}"
     counts = count_parameters(model)
     body = _CARD_BODY.format(
         model_name=model_name,

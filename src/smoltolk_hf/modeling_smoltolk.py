@@ -40,7 +40,12 @@ from transformers.models.llama.modeling_llama import (
 from transformers.utils import logging
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .configuration_smoltolk import NEW_MODEL_POOLING_NORM, SmolTolkConfig, shared_fields
+from .configuration_smoltolk import (
+    NEW_MODEL_POOLING_NORM,
+    NEW_MODEL_SPEECH_EMBEDDING_SCALE,
+    SmolTolkConfig,
+    shared_fields,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -463,11 +468,14 @@ class SmolTolkModel(SmolTolkPreTrainedModel, LlamaModel):
         self.post_init()
 
     def embed(self, input_ids: torch.LongTensor) -> torch.Tensor:
-        """Joint embedding `z`: text table for text ids, marker table for markers, speech table for speech ids."""
+        """Joint embedding `z`: text table for text ids, marker table for markers, speech table (times
+        `speech_embedding_scale`) for speech ids."""
         cfg = self.config
         text = self.embed_tokens(input_ids.clamp(max=cfg.vocab_size - 1))
         markers = self.marker_embed((input_ids - cfg.text_marker_id).clamp(0, 1))
         speech = self.speech_embed_tokens((input_ids - cfg.speech_token_offset).clamp(min=0))
+        if cfg.speech_embedding_scale != 1.0:
+            speech = speech * cfg.speech_embedding_scale
         is_marker = ((input_ids == cfg.text_marker_id) | (input_ids == cfg.speech_marker_id))[..., None]
         is_speech = (input_ids >= cfg.speech_token_offset)[..., None]
         return torch.where(is_speech, speech, torch.where(is_marker, markers, text))
@@ -868,8 +876,9 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         backbone weight is copied bit for bit under the same module name; the speech parts are freshly initialised.
         The backbone's RoPE base is kept, so the result reproduces the text LM's logits on text; pass
         `rope_parameters={"rope_type": "default", "rope_theta": 100000.0}` to follow the paper's training setup.
-        With layer pooling on, `pooling_norm` defaults to `NEW_MODEL_POOLING_NORM` (`"rmsnorm"`); pass
-        `pooling_norm="none"` for the authors' exact architecture.
+        With layer pooling on, `pooling_norm` defaults to `NEW_MODEL_POOLING_NORM` (`"rmsnorm"`), and
+        `speech_embedding_scale` to `NEW_MODEL_SPEECH_EMBEDDING_SCALE` (10); pass `pooling_norm="none",
+        speech_embedding_scale=1.0` for the authors' exact architecture.
         """
         if isinstance(text_model, str):
             text_model = LlamaForCausalLM.from_pretrained(text_model)
@@ -881,6 +890,7 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
             )
         if config_overrides.get("use_layer_pooling", True):
             config_overrides.setdefault("pooling_norm", NEW_MODEL_POOLING_NORM)
+        config_overrides.setdefault("speech_embedding_scale", NEW_MODEL_SPEECH_EMBEDDING_SCALE)
         # Backbone fields only: `model_type`, `architectures` and friends describe the text LM, not SmolTolk.
         config = SmolTolkConfig(
             **{**shared_fields(text_config, SmolTolkConfig), "num_speech_units": num_speech_units, **config_overrides}

@@ -79,6 +79,7 @@ _PRESET_SPEECH_FIELDS = (
     "use_speech_residual",
     "entropy_beta",
     "pooling_norm",
+    "speech_embedding_scale",
     "rope_parameters",
 )
 _PRESET_BACKBONE_FIELDS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_attention_heads")
