@@ -24,7 +24,7 @@ changing the fresh weights, so the library carries only what is kept):
 | scaled_table | speech table initialised at 1/8 of `initializer_range` |
 | rmsnorm+zero_selector | both |
 
-Needs the demo's tokenised corpus (`--corpus`, default /work/main/outputs/demo, or the outputs/demo of this tree).
+Needs the demo's tokenised corpus (`--corpus`, default: the outputs/demo of this tree or of the working directory).
 CPU, float32, deterministic data order; about 2 minutes per candidate for 30 steps on 2 idle cores.
 """
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     corpus = args.corpus or next(
-        (p for p in (os.path.join(root, "outputs", "demo"), "/work/main/outputs/demo") if os.path.isdir(p)), None
+        (p for p in (os.path.join(root, "outputs", "demo"), "outputs/demo") if os.path.isdir(p)), None
     )
     if corpus is None:
         raise SystemExit("No demo corpus found: run `smoltolk demo` first or pass --corpus.")

@@ -3,13 +3,15 @@
 Trains a fresh SmolTolk-150M (the demo's training config, `demo.training.training_config`: `from_text_model` on the
 embedded SmolLM2-135M-Instruct, through `build_trainer` and `SmolTolkTrainer`) for `--steps` steps on the demo
 corpus with the given stage settings, and prints per step the training speech loss and the size of each
-speech-specific module's update (RMS of the weight change over RMS of the weights, and the RMS change itself), then the held-out speech NLL (`evaluation.nll.speech_nll`, packed, as the
-demo measures it) beside the unigram entropy of the training units.
+speech-specific module's update (RMS of the weight change over RMS of the weights, and the RMS change itself), then
+the held-out speech NLL (`evaluation.nll.speech_nll`, packed, as the demo measures it) beside the unigram entropy of
+the training units.
 
     python benchmarks/bench_speech_rate.py --steps 10 --stage1-steps 10 --peak-factor 10    # the paper's stage 1
     python benchmarks/bench_speech_rate.py --steps 10 --stage1-steps 10 --peak-factor 1
 
-Any `stages:` field can be set with `--stages KEY=VALUE` (repeatable). CPU, float32; writes under outputs/.
+Any `stages:` field can be set with `--stages KEY=VALUE` (repeatable), any model field with `--override KEY=VALUE`
+(e.g. `speech_embedding_scale=1.0`, the lookups' scale before it became 10). CPU, float32; writes under outputs/.
 """
 
 from __future__ import annotations
@@ -78,11 +80,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--accumulation", type=int, default=1)
     parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--corpus", default="/work/main/outputs/demo", help="the demo's output folder")
+    parser.add_argument("--corpus", default="outputs/demo", help="the demo's output folder (`smoltolk demo`)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--embedding-scale", type=float, help="multiply the speech embedding lookups by this (diagnosis only)"
-    )
     parser.add_argument(
         "--speech-table-std", type=float, help="re-initialise the (tied) speech table with this std (diagnosis only)"
     )
@@ -107,10 +106,6 @@ def main(argv=None) -> int:
     )
     trainer = build_trainer(config)
     model, processor = trainer.model, trainer.processing_class
-    if args.embedding_scale is not None:
-        # Scales the speech table's lookups only (the input adapter's input and the raw-embedding residual added
-        # before the output adapter), not the tied speech head, which reads the table's weight directly.
-        model.model.speech_embed_tokens.register_forward_hook(lambda module, inputs, output: output * args.embedding_scale)
     if args.speech_table_std is not None:
         torch.nn.init.normal_(model.model.speech_embed_tokens.weight, std=args.speech_table_std)
     sizes = UpdateSizes(model)

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--context", type=int, default=128)
-    parser.add_argument("--corpus", default="/work/main/outputs/demo", help="the demo's output folder")
+    parser.add_argument("--corpus", default="outputs/demo", help="the demo's output folder (`smoltolk demo`)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--before",
