@@ -94,16 +94,12 @@ def train_and_evaluate(
     after = measure(model, processor, heldout["units"], args.context_length)
     report(f"{name} after training", after, unigram)
     evaluation = run_demo_evaluation(model, processor, heldout, out_dir, max_pairs=args.cloze_pairs)
-    entries = [e for e in trainer.state.log_history if "loss" in e and "step" in e]
-    # A step without targets of one modality logs that loss as 0: left out (None) rather than plotted as a fall.
-    log, seen = [], {"text": 0, "speech": 0}
-    for e in entries:
-        point = {"step": e["step"]}
-        for modality, before_step in seen.items():
-            now = e.get(f"{modality}_tokens_seen", before_step)
-            point[f"{modality}_loss"] = e.get(f"{modality}_loss") if now > before_step else None
-            seen[modality] = now
-        log.append(point)
+    # A log entry has a modality's loss only when its interval had targets of that modality.
+    log = [
+        {"step": e["step"], "text_loss": e.get("text_loss"), "speech_loss": e.get("speech_loss")}
+        for e in trainer.state.log_history
+        if "loss" in e and "step" in e
+    ]
     return {"before": before, "after": after, "evaluation": evaluation, "log": log, "train_seconds": train_seconds}
 
 
@@ -188,7 +184,8 @@ def main() -> None:
     table = markdown(results, args)
     wall = time.perf_counter() - start
     table += (
-        f"\nWall time {wall / 60:.1f} min on {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}),"
+        f"\nWall time {wall / 60:.1f} min on {os.cpu_count()} CPU cores "
+        f"({platform.processor() or platform.machine()}),"
         f" load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}.\n"
     )
     with open(os.path.join(args.out_dir, "results.json"), "w") as f:

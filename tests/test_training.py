@@ -234,8 +234,12 @@ def test_losses_entropy_stage_and_tokens_seen_are_logged(two_stage_run):
     trainer, _, _ = two_stage_run
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == STEPS
+    seen = {"text": 0, "speech": 0}
     for entry in logs:
-        assert {"text_loss", "speech_loss", "layer_weights_entropy", "num_input_tokens_seen"} <= set(entry)
+        assert {"layer_weights_entropy", "num_input_tokens_seen"} <= set(entry)
+        for modality, before in seen.items():  # a loss is logged exactly when its modality had targets
+            assert (f"{modality}_loss" in entry) == (entry[f"{modality}_tokens_seen"] > before)
+            seen[modality] = entry[f"{modality}_tokens_seen"]
     assert [entry["stage"] for entry in logs] == [1] * STAGE1 + [2] * (STEPS - STAGE1)
     base = trainer.args.learning_rate
     backbone = base * trainer.schedule.backbone_factor  # the square-root batch rule
@@ -248,6 +252,18 @@ def test_losses_entropy_stage_and_tokens_seen_are_logged(two_stage_run):
     speech_seen = [entry["speech_tokens_seen"] for entry in logs]
     assert text_seen == sorted(text_seen) and speech_seen == sorted(speech_seen) and speech_seen[-1] > 0
     assert logs[-1]["num_input_tokens_seen"] == STEPS * BATCH * 64
+    # An interval with text targets only: no speech loss (not a 0 that would read as a perfect fit). The shared
+    # run's history and token counts are restored afterwards.
+    history, tokens_seen = list(trainer.state.log_history), dict(trainer.two_stage.tokens_seen)
+    try:
+        trainer._parts.zero_()
+        trainer._parts[:2] = torch.tensor([6.0, 3.0], dtype=trainer._parts.dtype)  # text CE sum, text targets
+        trainer.log({"loss": 2.0})
+        assert trainer.state.log_history[-1]["text_loss"] == pytest.approx(2.0)
+        assert "speech_loss" not in trainer.state.log_history[-1]
+    finally:
+        trainer.state.log_history[:] = history
+        trainer.two_stage.tokens_seen.update(tokens_seen)
 
 
 def test_stage1_data_is_interleaved_and_stage2_mixes(two_stage_run):

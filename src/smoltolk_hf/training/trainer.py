@@ -289,8 +289,11 @@ class SmolTolkTrainer(Trainer):
                 self._parts, reduction="sum"
             ).tolist()
             self._parts.zero_()
-            logs["text_loss"] = text_sum / max(text_n, 1)
-            logs["speech_loss"] = speech_sum / max(speech_n, 1)
+            # A modality without targets since the last log has no loss to report (0 would read as a perfect fit).
+            if text_n:
+                logs["text_loss"] = text_sum / text_n
+            if speech_n:
+                logs["speech_loss"] = speech_sum / speech_n
             if entropy_n:
                 logs["layer_weights_entropy"] = entropy_sum / entropy_n
             if self.two_stage is not None:
