@@ -6,7 +6,7 @@ Every parameter has one *role*, read from its name:
 |------------|--------------------------------------------------------------------|--------------------------|----------|
 | `backbone` | `model.layers`, `model.norm`, `model.embed_tokens` (+ tied `lm_head`) | frozen                   | base rate |
 | `speech`   | input/output adapters, speech embeddings, marker embeddings        | trapezoid, peak <= 10x   | base rate |
-| `pooling`  | `model.layer_pooling` (`phi`, selector `S`)                        | base rate                | base rate |
+| `pooling`  | `model.layer_pooling` (`phi`, selector `S`, pooled-state gain)     | base rate                | base rate |
 
 Each role is split into a weight-decayed group (matrices, `ndim >= 2`) and an undecayed one (norms, biases,
 `static_weights`), as nanoGPT's `configure_optimizers` does. The schedule is one `LambdaLR` with one lambda per
