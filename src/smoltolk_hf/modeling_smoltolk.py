@@ -414,10 +414,8 @@ class SmolTolkInputAdapter(nn.ModuleList):
         batch, seq = keep.shape
         rows, cols = keep.nonzero(as_tuple=True)  # (n,) each, row-major: every span stays contiguous
         span_start = _span_starts(keep, 0, None)[rows, cols]  # (n,) where each position's span begins in its row
-        new_span = torch.ones_like(rows, dtype=torch.bool)
-        new_span[1:] = (rows[1:] != rows[:-1]) | (span_start[1:] != span_start[:-1])
-        packed_index = torch.arange(rows.shape[0], device=z.device)
-        packed_start = torch.where(new_span, packed_index, 0).cummax(dim=0).values  # (n,) in packed indices
+        # A span is contiguous in the row and in the packed order alike: its packed start is as far back.
+        packed_start = torch.arange(rows.shape[0], device=z.device) - (cols - span_start)  # (n,)
 
         def within_packed_span(batch_idx, head_idx, q_idx, kv_idx):
             return kv_idx >= packed_start[q_idx]
