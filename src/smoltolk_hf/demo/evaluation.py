@@ -16,12 +16,7 @@ import numpy as np
 from ..evaluation.pairs import SETTINGS, ClozeItem
 from ..evaluation.plots import plot_layer_weights
 from ..evaluation.scoring import ScoringOptions, evaluate_items
-from ..evaluation.segmentation import (
-    detect_peaks,
-    evaluate_segmentation,
-    layer_weights,
-    word_boundaries,
-)
+from ..evaluation.segmentation import aligned_layer_weights, detect_peaks, segmentation_scores, word_boundaries
 from .metrics import random_peaks_scores
 
 
@@ -108,10 +103,8 @@ def run_demo_evaluation(
         }
     # Peaks on each utterance's omega^(L) rescaled to [0, 1]: a spread selector's weights stay near 1/L, and a fixed
     # raw prominence would find no peak however the weight moves with the words (docs/experiment.md).
-    segmentation = evaluate_segmentation(model, processor, rows, rescale=True)
-    aligned = [r for r in rows if len(r["word_end_times"]) > 0 and len(r["units"]) > 0]
-    omega = layer_weights(model, processor, [r["units"] for r in aligned])
-    reference = [word_boundaries(r["durations"], r["word_end_times"], r["frame_rate"]) for r in aligned]
+    aligned, omega, reference = aligned_layer_weights(model, processor, rows)
+    segmentation = segmentation_scores(omega, reference, rescale=True)
     random_peaks = random_peaks_scores(
         [w[:, -1] for w in omega], reference, segmentation["prominence"], rescale=True
     )

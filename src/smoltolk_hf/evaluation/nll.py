@@ -61,7 +61,10 @@ def speech_nll(
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     max_length = max_length or model.config.max_position_embeddings
     if max_length < 2:
-        raise ValueError(f"max_length={max_length} leaves no room for a unit after <|speech|>")
+        raise ValueError(
+            f"max_length={max_length} leaves no room for a unit after the opening token (<|speech|> or the "
+            "speech end token)"
+        )
     utterances = [list(u) for u in units]
     if not utterances:
         raise ValueError("no utterances to score")

@@ -210,10 +210,10 @@ def representation_figures(
         The numbers behind the figures and the PNG paths (`figure3`, `figure4`, `figure5`).
     """
     from .plots import plot_layer_weights, plot_per_layer
-    from .segmentation import detect_peaks, layer_weights, word_boundaries
+    from .segmentation import aligned_rows, detect_peaks, layer_weights, word_boundaries
 
     out_dir = os.fspath(out_dir)
-    rows = [row for row in dataset if len(row["word_end_times"]) > 0 and len(row["units"]) > 0]
+    rows = aligned_rows(dataset)
     text_ids, speech_ids = paired_samples(rows, processor)
     if len(text_ids) < 3:
         raise ValueError(f"representation analyses need at least 3 word-aligned utterances, got {len(text_ids)}")

@@ -144,6 +144,38 @@ def tune_prominence(
     return {**best, "grid": results}
 
 
+def aligned_rows(dataset: Any) -> list:
+    """The utterances of a units dataset that have units and word alignments (`word_end_times`)."""
+    return [row for row in dataset if len(row["word_end_times"]) > 0 and len(row["units"]) > 0]
+
+
+def aligned_layer_weights(
+    model: Any, processor: Any, dataset: Any, batch_size: int = 8
+) -> tuple[list, list[np.ndarray], list[np.ndarray]]:
+    """`(rows, omega, reference)` of the word-aligned utterances of `dataset` (`aligned_rows`): each one's dynamic
+    layer weights `(n_units, L)` (`layer_weights`) and reference boundaries (`word_boundaries`)."""
+    rows = aligned_rows(dataset)
+    if not rows:
+        raise ValueError("no utterance of the dataset has word alignments (word_end_times)")
+    omega = layer_weights(model, processor, [row["units"] for row in rows], batch_size)
+    reference = [word_boundaries(r["durations"], r["word_end_times"], r["frame_rate"]) for r in rows]
+    return rows, omega, reference
+
+
+def segmentation_scores(
+    omega: Sequence[np.ndarray],
+    reference: Sequence[Sequence[int]],
+    grid: Sequence[float] = PROMINENCE_GRID,
+    tolerance: int = 1,
+    r_value: Literal["rasanen", "kreuk"] = "rasanen",
+    rescale: bool = False,
+) -> dict[str, Any]:
+    """`evaluate_segmentation`'s result from layer weights already computed (`aligned_layer_weights`)."""
+    result = tune_prominence([w[:, -1] for w in omega], reference, grid, tolerance, r_value, rescale)
+    result.update(num_utterances=len(omega), tolerance=tolerance, r_value_definition=r_value, rescale=rescale)
+    return result
+
+
 def evaluate_segmentation(
     model: Any,
     processor: Any,
@@ -161,11 +193,6 @@ def evaluate_segmentation(
         The best scores and their `prominence` (see `tune_prominence`), `num_utterances`, and the settings that
         produced them: `tolerance`, `r_value` (the over-segmentation definition), `rescale`.
     """
-    rows = [row for row in dataset if len(row["word_end_times"]) > 0 and len(row["units"]) > 0]
-    if not rows:
-        raise ValueError("no utterance of the dataset has word alignments (word_end_times)")
-    omega = layer_weights(model, processor, [row["units"] for row in rows], batch_size)
-    reference = [word_boundaries(r["durations"], r["word_end_times"], r["frame_rate"]) for r in rows]
-    result = tune_prominence([w[:, -1] for w in omega], reference, grid, tolerance, r_value, rescale)
-    result.update(num_utterances=len(rows), tolerance=tolerance, r_value_definition=r_value, rescale=rescale)
-    return result
+    _, omega, reference = aligned_layer_weights(model, processor, dataset, batch_size)
+    return segmentation_scores(omega, reference, grid, tolerance, r_value, rescale)
+
