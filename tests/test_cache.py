@@ -19,6 +19,14 @@ from smoltolk_hf.modeling_smoltolk import trailing_speech_span_start
 GENERATION = dict(max_new_tokens=12, do_sample=False, repetition_penalty=3.0)
 
 
+def left_padded(cfg: SmolTolkConfig, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids and 2D attention mask of `batch`, left-padded with the pad token to its longest prompt."""
+    width = max(map(len, batch))
+    ids = torch.tensor([[cfg.pad_token_id] * (width - len(p)) + p for p in batch])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+    return ids, mask
+
+
 def test_caches_built_from_the_config_have_a_slot_for_every_layer():
     cfg = SmolTolkConfig(**TINY_BACKBONE, num_speech_units=20, num_input_adapter_layers=2, num_output_adapter_layers=1)
     assert cfg.num_total_layers == 3 + 2 + 1
@@ -68,6 +76,28 @@ def test_user_built_static_cache_continues_like_the_full_forward():
     assert_same_logits(rest, full, atol=1e-5)
 
 
+@pytest.mark.parametrize("cache_kind", ["dynamic", "static"])
+def test_one_id_at_a_time_matches_the_full_forward_on_a_left_padded_batch(cache_kind):
+    """A decoding step (one query per row) gets the input adapter's span window as a key mask: the logits of every
+    step equal the full forward's, with left padding and speech spans that continue from the cache."""
+    model = speech_model()
+    cfg = model.config
+    kinds = ["speech", "mixed", "text_then_speech_marker"]
+    ids, mask = left_padded(cfg, [prompts(cfg)[kind] for kind in kinds])
+    width, prefix = ids.shape[1], 3
+    cache = DynamicCache() if cache_kind == "dynamic" else StaticCache(config=cfg, max_cache_len=width)
+    with torch.no_grad():
+        full = model(ids, attention_mask=mask).logits
+        steps = [model(ids[:, :prefix], attention_mask=mask[:, :prefix], cache=cache).logits]
+        for t in range(prefix, width):
+            span = trailing_speech_span_start(ids[:, :t], cfg.speech_token_offset)
+            step = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], cache=cache, speech_span_start=span)
+            steps.append(step.logits)
+    real = mask.bool()
+    assert (ids[real] >= cfg.speech_token_offset).sum() >= 8  # speech steps, not only text ones
+    assert_same_logits(torch.cat(steps, dim=1)[real], full[real], atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["text", "speech", "text_then_speech_marker", "mixed"])
 def test_static_cache_generates_the_tokens_of_the_dynamic_cache(kind):
     model = speech_model()
@@ -81,10 +111,7 @@ def test_static_cache_generates_the_tokens_of_the_dynamic_cache(kind):
 def test_static_cache_left_padded_batch_matches_dynamic():
     model = speech_model()
     cfg = model.config
-    batch = [prompts(cfg)["speech"], prompts(cfg)["text"][:3], prompts(cfg)["mixed"]]
-    width = max(map(len, batch))
-    ids = torch.tensor([[cfg.pad_token_id] * (width - len(p)) + p for p in batch])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+    ids, mask = left_padded(cfg, [prompts(cfg)["speech"], prompts(cfg)["text"][:3], prompts(cfg)["mixed"]])
     settings = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=cfg.pad_token_id)
     assert torch.equal(model.generate(ids, **settings), model.generate(ids, cache_implementation="static", **settings))
 
