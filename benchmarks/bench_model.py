@@ -18,6 +18,10 @@ With `--compile`, instead: each model's training step with `torch.compile(model,
 backend, inductor) against the same model in eager mode, alternating: the compile time (first compiled step minus
 an eager step) and the steady-state speed-up (median eager step / median compiled step).
 
+A model is `llama`, a preset, or a preset with config overrides, which prices each part of SmolTolk by ablation:
+`smoltolk-150m:num_output_adapter_layers=0`, `smoltolk-150m:use_layer_pooling=False,use_dynamic_pooling=False,
+pooling_norm=none` (one argument, no spaces).
+
     python benchmarks/bench_model.py [--steps 5] [--threads 2] [--generation-only | --training-only]
         [--profile | --compile] [--models llama smoltolk-150m]
 """
@@ -25,6 +29,7 @@ an eager step) and the steady-state speed-up (median eager step / median compile
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -32,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import psutil
 import torch
@@ -41,6 +47,8 @@ SEQ_LEN, PROMPT_LEN, NEW_TOKENS = 512, 32, 64
 
 
 def build(name: str):
+    """`llama`, a SmolTolk preset, or a preset with config overrides after a colon (an ablation, e.g.
+    `smoltolk-150m:num_output_adapter_layers=0`; values are Python literals, anything else a string)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM
@@ -49,7 +57,20 @@ def build(name: str):
     torch.manual_seed(0)
     if name == "llama":
         return LlamaForCausalLM(LlamaConfig(**smollm_backbone_sizes("135m"))).to(torch.bfloat16)
-    return SmolTolkForCausalLM(SmolTolkConfig.from_preset(name)).to(torch.bfloat16)
+    preset, _, overrides = name.partition(":")
+    config = SmolTolkConfig.from_preset(preset, **dict(override(item) for item in overrides.split(",") if item))
+    return SmolTolkForCausalLM(config).to(torch.bfloat16)
+
+
+def override(item: str) -> tuple[str, Any]:
+    """`key=value` of a model name's overrides, the value read as a Python literal if it is one."""
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"model override {item!r} is not key=value (e.g. smoltolk-150m:num_output_adapter_layers=0)")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
 
 
 def interleaved_ids(config, length: int, generator: torch.Generator) -> torch.Tensor:
@@ -153,8 +174,16 @@ def timings(names: list[str], steps: int, train: bool, generate: bool) -> dict[s
                 phases = train_step_phases(model, ids, optimizers[name])
                 if repetition:
                     step_phases[name].append(phases)
+        llama_steps = [sum(run.values()) for run in step_phases["llama"]]
         for name, runs in step_phases.items():
-            results[name]["train_step_s"] = statistics.median(sum(run.values()) for run in runs)
+            steps_s = [sum(run.values()) for run in runs]
+            results[name]["train_step_s"] = statistics.median(steps_s)
+            # Each repetition's step against Llama's of the same repetition: the spread of these paired ratios shows
+            # how far load drift moves the ratio.
+            paired = [step / llama for step, llama in zip(steps_s, llama_steps)]
+            one = len(paired) == 1  # quantiles need two points
+            quartiles = paired * 3 if one else statistics.quantiles(paired, n=4, method="inclusive")
+            results[name]["paired_ratio_quartiles"] = quartiles
             for phase in PHASES:
                 results[name][f"{phase}_s"] = statistics.median(run[phase] for run in runs)
     if not generate:
@@ -318,11 +347,14 @@ def main() -> None:
                 runs[name].append(json.loads(output.split()[-1]))
         peak_mb = {name: statistics.median(r) for name, r in runs.items()}
         phase_columns = " | ".join(f"{phase} (s) | ratio" for phase in PHASES)
-        print(f"| model | train step 1x512 (s) | ratio | {phase_columns} | peak train memory (MiB) | ratio |")
-        print("|---|---|---|" + "---|---|" * len(PHASES) + "---|---|")
+        print(f"| model | train step 1x512 (s) | ratio | paired ratios: median (quartiles) | {phase_columns} | "
+              "peak train memory (MiB) | ratio |")  # fmt: skip
+        print("|---|---|---|---|" + "---|---|" * len(PHASES) + "---|---|")
         for name in names:
             cells = [f"{results[name][key]:.2f} | {results[name][key] / base[key]:.2f}x"
                      for key in ["train_step_s"] + [f"{phase}_s" for phase in PHASES]]  # fmt: skip
+            low, mid, high = results[name]["paired_ratio_quartiles"]
+            cells.insert(1, f"{mid:.2f}x ({low:.2f}-{high:.2f})")
             memory = f"{peak_mb[name]:.0f} | {peak_mb[name] / peak_mb['llama']:.2f}x"
             print(f"| {name} | {' | '.join(cells)} | {memory} |")
         print(f"(peak memory: median of {args.memory_runs} fresh processes per model, each "
