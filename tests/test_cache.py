@@ -76,11 +76,13 @@ def test_user_built_static_cache_continues_like_the_full_forward():
     assert_same_logits(rest, full, atol=1e-5)
 
 
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 @pytest.mark.parametrize("cache_kind", ["dynamic", "static"])
-def test_one_id_at_a_time_matches_the_full_forward_on_a_left_padded_batch(cache_kind):
+def test_one_id_at_a_time_matches_the_full_forward_on_a_left_padded_batch(cache_kind, attn_implementation):
     """A decoding step (one query per row) gets the input adapter's span window as a key mask: the logits of every
     step equal the full forward's, with left padding and speech spans that continue from the cache."""
-    model = speech_model()
+    model = speech_model(attn_implementation=attn_implementation)
+    assert model.config._attn_implementation == attn_implementation
     cfg = model.config
     kinds = ["speech", "mixed", "text_then_speech_marker"]
     ids, mask = left_padded(cfg, [prompts(cfg)[kind] for kind in kinds])

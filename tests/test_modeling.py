@@ -502,6 +502,14 @@ def test_eager_and_sdpa_agree(tiny_smoltolk, tmp_path):
     assert (results["eager"][finite] - results["sdpa"][finite]).abs().max() <= 1e-4
 
 
+def test_from_text_model_runs_the_text_models_attention_unless_told():
+    text = tiny_text_model()
+    text.config._attn_implementation = "eager"
+    assert SmolTolkForCausalLM.from_text_model(text, num_speech_units=NUM_UNITS).config._attn_implementation == "eager"
+    chosen = SmolTolkForCausalLM.from_text_model(text, num_speech_units=NUM_UNITS, attn_implementation="sdpa")
+    assert chosen.config._attn_implementation == "sdpa"
+
+
 def test_gradient_checkpointing_trains(tiny_smoltolk):
     model, ids = tiny_smoltolk.train(), mixed_ids(tiny_smoltolk.config)
     reference = torch.autograd.grad(model(ids, labels=ids).loss, list(model.parameters()))

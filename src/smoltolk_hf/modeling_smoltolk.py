@@ -885,7 +885,8 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         `rope_parameters={"rope_type": "default", "rope_theta": 100000.0}` to follow the paper's training setup.
         With layer pooling on, `pooling_norm` defaults to `NEW_MODEL_POOLING_NORM` (`"rmsnorm"`), and
         `speech_embedding_scale` to `NEW_MODEL_SPEECH_EMBEDDING_SCALE` (10); pass `pooling_norm="none",
-        speech_embedding_scale=1.0` for the authors' exact architecture.
+        speech_embedding_scale=1.0` for the authors' exact architecture. The attention implementation is the text
+        model's unless `attn_implementation` is passed.
         """
         if isinstance(text_model, str):
             text_model = LlamaForCausalLM.from_pretrained(text_model)
@@ -902,7 +903,8 @@ class SmolTolkForCausalLM(SmolTolkPreTrainedModel, GenerationMixin):
         config = SmolTolkConfig(
             **{**shared_fields(text_config, SmolTolkConfig), "num_speech_units": num_speech_units, **config_overrides}
         )
-        config._attn_implementation = text_config._attn_implementation
+        if "attn_implementation" not in config_overrides:
+            config._attn_implementation = text_config._attn_implementation
         dtype = next(text_model.parameters()).dtype
         with init.no_init_weights():  # the backbone is copied below: initialise only the new parts
             model = cls(config)
