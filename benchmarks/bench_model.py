@@ -283,7 +283,7 @@ def compile_timings(names: list[str], steps: int) -> dict[str, dict[str, float]]
         results[name] = {"warm_eager_s": warm_eager, "compile_s": first_compiled - eager, "eager_s": eager}
         results[name]["compiled_s"] = fast
         del model, compiled, optimizer
-        torch._dynamo.reset()
+        torch.compiler.reset()
     return results
 
 

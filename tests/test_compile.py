@@ -20,9 +20,9 @@ from smoltolk_hf import SmolTolkForCausalLM
 
 @pytest.fixture(autouse=True)
 def fresh_compile_state():
-    torch._dynamo.reset()
+    torch.compiler.reset()
     yield
-    torch._dynamo.reset()
+    torch.compiler.reset()
 
 
 def padded_batch(cfg) -> tuple[torch.Tensor, torch.Tensor]:
