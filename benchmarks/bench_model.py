@@ -29,7 +29,6 @@ pooling_norm=none` (one argument, no spaces).
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import statistics
@@ -37,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any
 
 import psutil
 import torch
@@ -48,29 +46,20 @@ SEQ_LEN, PROMPT_LEN, NEW_TOKENS = 512, 32, 64
 
 def build(name: str):
     """`llama`, a SmolTolk preset, or a preset with config overrides after a colon (an ablation, e.g.
-    `smoltolk-150m:num_output_adapter_layers=0`; values are Python literals, anything else a string)."""
+    `smoltolk-150m:num_output_adapter_layers=0`; values read as the training config reads them)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from smoltolk_hf import SmolTolkConfig, SmolTolkForCausalLM
     from smoltolk_hf.configuration_smoltolk import smollm_backbone_sizes
+    from smoltolk_hf.training.config import parse_assignment
 
     torch.manual_seed(0)
     if name == "llama":
         return LlamaForCausalLM(LlamaConfig(**smollm_backbone_sizes("135m"))).to(torch.bfloat16)
     preset, _, overrides = name.partition(":")
-    config = SmolTolkConfig.from_preset(preset, **dict(override(item) for item in overrides.split(",") if item))
+    fields = dict(parse_assignment(item) for item in overrides.split(",") if item)
+    config = SmolTolkConfig.from_preset(preset, **fields)
     return SmolTolkForCausalLM(config).to(torch.bfloat16)
-
-
-def override(item: str) -> tuple[str, Any]:
-    """`key=value` of a model name's overrides, the value read as a Python literal if it is one."""
-    key, sep, value = item.partition("=")
-    if not sep:
-        raise SystemExit(f"model override {item!r} is not key=value (e.g. smoltolk-150m:num_output_adapter_layers=0)")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def interleaved_ids(config, length: int, generator: torch.Generator) -> torch.Tensor:

@@ -24,13 +24,13 @@ import time
 
 import datasets
 import torch
-import yaml
 from transformers import TrainerCallback
 
 from smoltolk_hf.demo.metrics import unigram_cross_entropy
 from smoltolk_hf.demo.training import training_config
 from smoltolk_hf.evaluation.nll import speech_nll
 from smoltolk_hf.training import build_trainer
+from smoltolk_hf.training.config import parse_assignment
 
 MODULES = (
     "model.speech_embed_tokens",
@@ -92,12 +92,12 @@ def main(argv=None) -> int:
     stages = {"stage1_steps": args.stage1_steps, "warmup_steps": args.warmup_steps}
     if args.peak_factor is not None:
         stages["peak_factor"] = args.peak_factor
-    stages.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.stages)})
+    stages.update(parse_assignment(item) for item in args.stages)
     corpus = {name: os.path.join(args.corpus, name) for name in ("units", "text", "speech_tokenizer")}
     output_dir = os.path.join(root, "outputs", "speech_rate")
     config = training_config(corpus, output_dir, args.context, args.batch, args.stage1_steps, 0)
     config["stages"] = stages
-    config["model"]["overrides"] = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
+    config["model"]["overrides"] = dict(parse_assignment(item) for item in args.override)
     config["training"].update(
         max_steps=args.steps,
         learning_rate=args.lr,

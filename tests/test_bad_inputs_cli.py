@@ -16,7 +16,7 @@ from helpers import DATA_NUM_UNITS, tiny_model_and_processor, tiny_training_conf
 
 from smoltolk_hf.cli import main
 from smoltolk_hf.training import build_trainer, load_config
-from smoltolk_hf.training.config import parse_overrides
+from smoltolk_hf.training.config import parse_assignment, parse_overrides
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -226,6 +226,16 @@ def test_command_line_overrides_set_any_field(assets, tmp_path):
     assert loaded.training["learning_rate"] == 1e-4 and loaded.training["output_dir"] == str(tmp_path / "other")
     assert loaded.data.text[0].weight == 2.0
     assert build_trainer(config, overrides).args.learning_rate == 1e-4
+
+
+def test_key_value_assignments_read_values_as_the_config_does():
+    assert parse_assignment("learning_rate=1e-4") == ("learning_rate", 1e-4)
+    assert parse_assignment("use_layer_pooling=False") == ("use_layer_pooling", False)
+    assert parse_assignment("num_output_adapter_layers=0") == ("num_output_adapter_layers", 0)
+    assert parse_assignment("pooling_norm=none") == ("pooling_norm", "none")
+    for bad in ("pooling_norm", "=3"):
+        with pytest.raises(ValueError, match="is not KEY=VALUE"):
+            parse_assignment(bad)
 
 
 def test_yaml_floats_without_a_dot_are_floats(tmp_path):

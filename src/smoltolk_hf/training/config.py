@@ -187,6 +187,20 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
         raise ValueError(f"{where}: {error}" if where else str(error)) from error
 
 
+def parse_value(raw: str) -> Any:
+    """A command-line value read as the config file's YAML is: `1e-4` a float, `3` an int, `false` a bool, `none`
+    the string "none"."""
+    return yaml.load(raw, Loader=_Loader)
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """`"key=value"` -> `("key", parse_value("value"))`; raises `ValueError` without an `=`."""
+    key, has_value, raw = item.partition("=")
+    if not has_value or not key:
+        raise ValueError(f"{item!r} is not KEY=VALUE (e.g. num_output_adapter_layers=0).")
+    return key, parse_value(raw)
+
+
 def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:
     """`["--training.learning_rate", "1e-4", "--data.seed=3"]` -> `[("training.learning_rate", 1e-4), ...]`."""
     pairs, tokens = [], list(argv)
@@ -202,7 +216,7 @@ def parse_overrides(argv: Sequence[str]) -> list[tuple[str, Any]]:
             if not tokens:
                 raise ValueError(f"--{key} needs a value.")
             raw = tokens.pop(0)
-        pairs.append((key, yaml.load(raw, Loader=_Loader)))
+        pairs.append((key, parse_value(raw)))
     return pairs
 
 
