@@ -195,4 +195,3 @@ def evaluate_segmentation(
     """
     _, omega, reference = aligned_layer_weights(model, processor, dataset, batch_size)
     return segmentation_scores(omega, reference, grid, tolerance, r_value, rescale)
-
