@@ -395,10 +395,8 @@ class SmolTolkInputAdapter(nn.ModuleList):
             # which transformers builds without the per-element vmap of an `and_mask_function` (~8 ms a step for
             # SmolTolk-150M on CPU; a compiled graph traces the vmap once, and its key count must not depend on a
             # static cache's data-dependent length).
-            num_keys = attention_mask.shape[-1] if attention_mask is not None else past_length + 1
-            key_mask = torch.arange(num_keys, device=z.device) >= starts  # (batch, num_keys)
-            if attention_mask is not None:
-                key_mask = key_mask & attention_mask.bool()
+            keys = is_speech.new_ones(len(z), past_length + 1) if attention_mask is None else attention_mask.bool()
+            key_mask = keys & (torch.arange(keys.shape[-1], device=z.device) >= starts)  # (batch, keys)
             span_mask = create_causal_mask(attention_mask=key_mask, **mask_kwargs)
         else:
 
